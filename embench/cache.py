@@ -1,0 +1,169 @@
+"""The embedding cache: fp16 safetensors shards, written atomically, keyed by everything that
+changes the numbers.
+
+Layout: ``<root>/<encoder>/<key digest>/key.json`` plus ``shard-*.safetensors``. Each shard holds
+one tensor per (clip, layer) named ``<clip id>#L<layer>`` (``[frames, dim]``, fp16) and lists its
+clips in the safetensors metadata. A shard appears only by ``os.replace`` of a fully written,
+fsynced temporary file, so a run killed at any moment leaves complete shards or none, and the
+next run redoes only the clips no complete shard holds. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+CACHE_FORMAT_VERSION = 1
+_TMP_SUFFIX = ".tmp"
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Everything that changes an embedding. Two runs share cache entries only if all match."""
+
+    encoder: str
+    encoder_version: str
+    weights: str
+    revision: str | None
+    sample_rate: int
+    window_s: float | None
+    hop_s: float | None
+    frame_rate: float
+    compute_dtype: str
+    dataset_id: str
+    dataset_revision: str | None
+    format_version: int = CACHE_FORMAT_VERSION
+
+    def digest(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def tensor_name(clip_id: str, layer: int) -> str:
+    return f"{clip_id}#L{layer}"
+
+
+def _safe_dirname(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "_"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}{_TMP_SUFFIX}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class EmbeddingCache:
+    """One cache directory for one :class:`CacheKey`."""
+
+    def __init__(self, root: Path, key: CacheKey):
+        self.key = key
+        self.dir = Path(root) / _safe_dirname(key.encoder) / key.digest()
+        self._index: dict[str, tuple[Path, float]] | None = None
+
+    # -- reading -------------------------------------------------------------------------------
+    def index(self) -> dict[str, tuple[Path, float]]:
+        """clip id -> (shard path, duration in seconds), read from shard headers only."""
+        if self._index is None:
+            from safetensors import safe_open
+
+            index: dict[str, tuple[Path, float]] = {}
+            for shard in sorted(self.dir.glob("shard-*.safetensors")):
+                try:
+                    with safe_open(str(shard), framework="numpy") as fh:
+                        meta = fh.metadata() or {}
+                except Exception:  # a foreign or damaged file: ignore it, its clips are redone
+                    continue
+                for clip_id, duration in json.loads(meta.get("clips", "[]")):
+                    index.setdefault(clip_id, (shard, float(duration)))
+            self._index = index
+        return self._index
+
+    def done_ids(self) -> set[str]:
+        return set(self.index())
+
+    def read(self, clip_id: str, layers: list[int] | None = None) -> list[np.ndarray]:
+        """The per-layer ``[frames, dim]`` fp16 arrays of one clip."""
+        from safetensors import safe_open
+
+        shard, _ = self.index()[clip_id]
+        with safe_open(str(shard), framework="numpy") as fh:
+            if layers is None:
+                layers = list(range(int(json.loads(fh.metadata()["num_layers"]))))
+            return [fh.get_tensor(tensor_name(clip_id, layer)) for layer in layers]
+
+    def read_many(self, clip_ids: list[str], layer: int) -> list[np.ndarray]:
+        """One layer of many clips, opening each shard once."""
+        from safetensors import safe_open
+
+        index = self.index()
+        by_shard: dict[Path, list[str]] = {}
+        for cid in clip_ids:
+            by_shard.setdefault(index[cid][0], []).append(cid)
+        out: dict[str, np.ndarray] = {}
+        for shard, ids in by_shard.items():
+            with safe_open(str(shard), framework="numpy") as fh:
+                for cid in ids:
+                    out[cid] = fh.get_tensor(tensor_name(cid, layer))
+        return [out[cid] for cid in clip_ids]
+
+    # -- writing -------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Create the directory, record the key in clear, and drop temporaries of dead runs."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        key_file = self.dir / "key.json"
+        if not key_file.exists():
+            _atomic_write_bytes(key_file, json.dumps(asdict(self.key), indent=2).encode())
+        for tmp in self.dir.glob(f".*{_TMP_SUFFIX}"):
+            pid = tmp.name.split(".")[-3] if tmp.name.count(".") >= 3 else ""
+            if not pid.isdigit() or not _pid_alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+
+    def write_shard(self, clips: dict[str, tuple[float, list[np.ndarray]]]) -> Path:
+        """Atomically write one shard: ``clip id -> (duration_s, per-layer [frames, dim])``."""
+        from safetensors.numpy import save
+
+        if not clips:
+            raise ValueError("write_shard needs at least one clip")
+        num_layers = {len(layers) for _, layers in clips.values()}
+        if len(num_layers) != 1:
+            raise ValueError("all clips in a shard must have the same number of layers")
+        tensors = {
+            tensor_name(cid, i): np.ascontiguousarray(arr, dtype=np.float16)
+            for cid, (_, layers) in clips.items()
+            for i, arr in enumerate(layers)
+        }
+        metadata = {
+            "format": str(CACHE_FORMAT_VERSION),
+            "key": self.key.digest(),
+            "num_layers": str(num_layers.pop()),
+            "clips": json.dumps([[cid, float(dur)] for cid, (dur, _) in clips.items()]),
+        }
+        path = self.dir / f"shard-{uuid.uuid4().hex}.safetensors"
+        _atomic_write_bytes(path, save(tensors, metadata=metadata))
+        if self._index is not None:
+            for cid, (dur, _) in clips.items():
+                self._index.setdefault(cid, (path, float(dur)))
+        return path
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

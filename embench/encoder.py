@@ -1,0 +1,105 @@
+"""The Encoder interface: metadata first, weights loaded lazily, one forward method.
+
+An encoder plugin describes itself with :class:`EncoderInfo` (readable without touching weights)
+and implements :meth:`Encoder.load` and :meth:`Encoder.forward`. Everything else — decoding,
+resampling, mono mixing, windowing long audio, batching, pooling and caching — is the core's job.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # torch is imported lazily so `embench --help` stays fast
+    import torch
+
+Weights = Literal["pretrained", "random"]
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What an encoder is, known before any weights are loaded.
+
+    ``window_s``/``hop_s`` set how the core cuts long audio (``None``: the whole clip in one
+    pass). ``version`` must change whenever the encoder's output changes for the same weights,
+    because it is part of the embedding cache key.
+    """
+
+    name: str
+    sample_rate: int
+    num_layers: int
+    dims: tuple[int, ...]
+    frame_rate: float
+    description: str = ""
+    hf_id: str | None = None
+    revision: str | None = None
+    window_s: float | None = None
+    hop_s: float | None = None
+    min_samples: int = 1
+    license: str = ""
+    citation: str = ""
+    homepage: str = ""
+    version: str = "1"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.dims) not in (1, self.num_layers):
+            raise ValueError(
+                f"{self.name}: dims must hold one entry or one per layer ({self.num_layers})"
+            )
+        if self.hop_s is not None and self.window_s is None:
+            raise ValueError(f"{self.name}: hop_s needs window_s")
+
+    def layer_dim(self, layer: int) -> int:
+        return self.dims[0] if len(self.dims) == 1 else self.dims[layer]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Encoder(ABC):
+    """Base class for encoder plugins. Subclasses set ``info`` and implement two methods.
+
+    ``load`` is called at most once per run, only when some clip is not already cached.
+    """
+
+    info: EncoderInfo
+
+    def __init__(self) -> None:
+        self.device: torch.device | None = None
+        self.weights: Weights | None = None
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def loaded(self) -> bool:
+        return self.device is not None
+
+    @abstractmethod
+    def load(
+        self, device: torch.device, weights: Weights = "pretrained", weights_path: str | None = None
+    ) -> None:
+        """Build the model on ``device``: pretrained weights (hub cache or ``weights_path``) or a
+        seeded random initialisation of the same architecture. Must set ``self.device`` and
+        ``self.weights``; raise :class:`embench.errors.MissingWeightsError` when offline."""
+
+    @abstractmethod
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor | Sequence[torch.Tensor]:
+        """Map ``[batch, samples]`` mono float32 audio at ``info.sample_rate`` to hidden states.
+
+        Return ``[batch, layers, frames, dim]``, or one ``[batch, frames_l, dim_l]`` tensor per
+        layer when layers differ in frame rate or width. All windows in a batch have equal length.
+        """
+
+    def trainable_module(self) -> torch.nn.Module:
+        """The ``nn.Module`` a fine-tuning protocol unfreezes. Weight-free encoders have none."""
+        raise TypeError(f"Encoder {self.name!r} has no trainable module; use a frozen protocol.")
+
+    def unload(self) -> None:
+        """Free the weights; the encoder can be loaded again later."""
+        self.device = None
+        self.weights = None

@@ -1,0 +1,66 @@
+"""Error types the CLI turns into one clear message (no traceback unless EMBENCH_DEBUG=1).
+
+Every error a user can cause or fix derives from :class:`EmbenchError` and says what to do next.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from pathlib import Path
+
+
+class EmbenchError(Exception):
+    """A problem the user can fix; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 2
+
+
+class UnknownNameError(EmbenchError):
+    """An encoder, task or protocol name that nothing registered."""
+
+    def __init__(self, kind: str, name: str, available: Iterable[str]):
+        self.kind, self.name = kind, name
+        self.available = sorted(available)
+        close = difflib.get_close_matches(name, self.available, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        listing = ", ".join(self.available) or "(none registered)"
+        super().__init__(
+            f"Unknown {kind} {name!r}.{hint}\nAvailable {kind}s: {listing}\n"
+            f"Run `embench list` for details or `embench plugins` to see what is installed."
+        )
+
+
+class DuplicateNameError(EmbenchError):
+    """Two plugins registered the same encoder or task name."""
+
+    def __init__(self, kind: str, name: str, first_plugin: str, second_plugin: str):
+        self.kind, self.name = kind, name
+        self.plugins = (first_plugin, second_plugin)
+        super().__init__(
+            f"The {kind} name {name!r} is registered by two plugins: {first_plugin!r} and "
+            f"{second_plugin!r}. Uninstall one of them, or choose which to load with "
+            f"EMBENCH_LOAD_PLUGINS (a comma-separated list of plugin names)."
+        )
+
+
+class MissingDataError(EmbenchError):
+    """A task's data is not where it was looked for; the message shows the expected layout."""
+
+
+class MissingWeightsError(EmbenchError):
+    """An encoder's weights are not available offline; the message says how to fetch them."""
+
+
+class AudioDecodeError(EmbenchError):
+    """One audio file is empty, corrupt or undecodable.
+
+    The runner records the clip as skipped (with ``reason``) and carries on.
+    """
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"Cannot decode {self.path}: {reason}")
+
+    def __reduce__(self):  # survive the trip back from DataLoader worker processes
+        return (type(self), (self.path, self.reason))

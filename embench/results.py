@@ -1,0 +1,139 @@
+"""Typed result records (pydantic v2) with a schema version: what a run writes and the
+leaderboard reads. Nothing here is a nested dict of unknown shape except ``details``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "1.0"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScoreSummary(_Model):
+    """Mean, sample std and a 95% Student-t confidence interval over seeds."""
+
+    mean: float
+    std: float
+    ci95_low: float
+    ci95_high: float
+    n: int
+
+    @property
+    def ci95_half_width(self) -> float:
+        return (self.ci95_high - self.ci95_low) / 2
+
+    @classmethod
+    def from_values(cls, values: list[float]) -> ScoreSummary:
+        from embench.stats import mean_ci
+
+        mean, low, high, std = mean_ci(values)
+        return cls(mean=mean, std=std, ci95_low=low, ci95_high=high, n=len(values))
+
+
+class SkippedClip(_Model):
+    clip_id: str
+    reason: str
+
+
+class Provenance(_Model):
+    embench_version: str
+    git_commit: str | None = None
+    python: str
+    torch: str | None = None
+    transformers: str | None = None
+    platform: str
+    device: str
+    started_at: str
+    finished_at: str | None = None
+    command_line: list[str] = Field(default_factory=list)
+
+
+class Preprocessing(_Model):
+    """How audio became features; part of the cache key and of every result."""
+
+    sample_rate: int
+    window_s: float | None
+    hop_s: float | None
+    frame_rate: float
+    compute_dtype: str
+    cache_key: str | None = None
+
+
+class TaskResult(_Model):
+    encoder: str
+    encoder_revision: str | None = None
+    weights: str = "pretrained"
+    task: str
+    task_version: str
+    dataset_id: str
+    dataset_revision: str | None = None
+    protocol: str
+    split_id: str
+    main_score: str
+    higher_is_better: bool = True
+    seeds: list[int]
+    scores: dict[str, list[float]]
+    summary: dict[str, ScoreSummary]
+    train_scores: dict[str, list[float]] = Field(default_factory=dict)
+    baselines: dict[str, float] = Field(default_factory=dict)
+    n_clips: dict[str, int] = Field(default_factory=dict)
+    skipped: list[SkippedClip] = Field(default_factory=list)
+    missing: list[SkippedClip] = Field(default_factory=list)
+    preprocessing: Preprocessing | None = None
+    flags: list[str] = Field(default_factory=list)
+    details: dict[str, Any] = Field(default_factory=dict)
+    reported: bool = False
+    source: str | None = None
+    notes: str | None = None
+    duration_s: float | None = None
+
+    @property
+    def main(self) -> ScoreSummary:
+        return self.summary[self.main_score]
+
+    def sort_key(self) -> float:
+        value = self.main.mean
+        if math.isnan(value):
+            return math.inf
+        return -value if self.higher_is_better else value
+
+
+class PairFailure(_Model):
+    """An (encoder, task) pair that could not be scored, and why; the run went on without it."""
+
+    encoder: str
+    task: str
+    protocol: str | None = None
+    error_type: str
+    reason: str
+
+
+class RunSpec(_Model):
+    encoders: list[str]
+    tasks: list[str]
+    protocol: str | None = None
+    seeds: list[int]
+    device: str = "auto"
+    weights: str = "pretrained"
+    weights_path: str | None = None
+    frame_rate: float = 1.0
+    batch_size: int = 16
+    num_workers: int | None = None
+    data_dir: str
+    cache_dir: str
+    output_dir: str
+
+
+class RunResult(_Model):
+    schema_version: str = SCHEMA_VERSION
+    run_id: str
+    provenance: Provenance
+    spec: RunSpec | None = None
+    results: list[TaskResult] = Field(default_factory=list)
+    failures: list[PairFailure] = Field(default_factory=list)
