@@ -62,5 +62,3 @@ class AudioDecodeError(EmbenchError):
         self.path, self.reason = str(path), reason
         super().__init__(f"Cannot decode {self.path}: {reason}")
 
-    def __reduce__(self):  # survive the trip back from DataLoader worker processes
-        return (type(self), (self.path, self.reason))

@@ -1,0 +1,3 @@
+from embench.cli import main
+
+main()

@@ -1,0 +1,206 @@
+"""The ``embench`` command line: run, list, plugins, leaderboard.
+
+Errors a user can fix (unknown names, missing data or weights) print one message that says what
+to do and exit with code 2, no traceback (``EMBENCH_DEBUG=1`` shows it). ``run`` exits 1 when
+some (encoder, task) pairs failed; their reasons are in the result file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from embench.errors import EmbenchError
+
+DEFAULT_ENCODERS = "melspec"
+DEFAULT_TASKS = "toy-genres,toy-captions"
+
+
+def _default_home() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "embench"
+
+
+def _parse_seeds(value: str) -> list[int]:
+    """``3`` means seeds 0, 1, 2; ``1,5,9`` names them."""
+    try:
+        if "," in value:
+            seeds = [int(s) for s in value.split(",") if s.strip()]
+        else:
+            seeds = list(range(int(value)))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give a count (3) or a comma list (0,1,2)") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise click.BadParameter(f"{value!r}: need at least one seed and no repeats")
+    return seeds
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="embench")
+def cli() -> None:
+    """Benchmark audio embedding models on music tasks."""
+
+
+@cli.command()
+@click.option("--encoders", "-e", default=DEFAULT_ENCODERS, show_default=True,
+              help="Comma list of encoder names, or 'all'.")
+@click.option("--tasks", "-t", default=DEFAULT_TASKS, show_default=True,
+              help="Comma list of task names, or 'all'.")
+@click.option("--protocol", "-p", default=None, help="Protocol for every task (default: each "
+              "task's own default, e.g. probe).")
+@click.option("--seeds", default="3", show_default=True, help="Seed count, or a comma list.",
+              callback=lambda ctx, param, value: _parse_seeds(value))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--weights", type=click.Choice(["pretrained", "random"]), default="pretrained",
+              show_default=True, help="'random': same architecture, seeded random init.")
+@click.option("--weights-dir", type=click.Path(file_okay=False), default=None,
+              help="Local folder with model checkpoints (instead of the hub cache).")
+@click.option("--frame-rate", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="Frames per second of the cached embeddings.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--num-workers", type=click.IntRange(min=0), default=None,
+              help="Decode worker processes (default: cores - 1).")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="EMBENCH_DATA",
+              default=lambda: str(_default_home() / "data"), show_default="$EMBENCH_DATA or "
+              "~/.cache/embench/data")
+@click.option("--cache-dir", type=click.Path(file_okay=False), envvar="EMBENCH_CACHE",
+              default=lambda: str(_default_home() / "cache"), show_default="$EMBENCH_CACHE or "
+              "~/.cache/embench/cache")
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), default="embench-results",
+              show_default=True, help="Where the result JSON and leaderboard.md go.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def run(encoders, tasks, protocol, seeds, device, weights, weights_dir, frame_rate, batch_size,
+        num_workers, data_dir, cache_dir, output_dir, progress) -> None:
+    """Embed each task's audio with each encoder and score it. With no flags: the offline
+    toy suite with the melspec baseline."""
+    from embench.plugins import get_registry
+    from embench.results import RunSpec
+    from embench.runner import run as run_spec
+
+    registry = get_registry()
+    spec = RunSpec(
+        encoders=registry.resolve("encoder", encoders), tasks=registry.resolve("task", tasks),
+        protocol=protocol, seeds=seeds, device=device, weights=weights,
+        weights_path=weights_dir, frame_rate=frame_rate, batch_size=batch_size,
+        num_workers=num_workers, data_dir=str(data_dir), cache_dir=str(cache_dir),
+        output_dir=str(output_dir),
+    )
+    result, path = run_spec(spec, registry, argv=sys.argv,
+                            log=lambda m: click.echo(m, err=True), show_progress=progress)
+    _print_table(result)
+    click.echo(f"Result: {path}")
+    board = Path(output_dir) / "leaderboard.md"
+    from embench.leaderboard import load_results, write_markdown
+
+    write_markdown(load_results([Path(output_dir)]), board)
+    click.echo(f"Leaderboard: {board}")
+    if result.failures:
+        click.echo(f"{len(result.failures)} pair(s) failed; reasons are in {path}", err=True)
+        sys.exit(1)
+
+
+def _print_table(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"embench run {result.run_id}")
+    for col in ("encoder", "task", "protocol", "main score", "mean ± 95% CI", "seeds",
+                "baselines", "skipped"):
+        table.add_column(col)
+    for r in result.results:
+        s = r.main
+        table.add_row(r.encoder + (" (random)" if r.weights == "random" else ""), r.task,
+                      r.protocol, r.main_score, f"{s.mean:.2f} ± {s.ci95_half_width:.2f}",
+                      str(len(r.seeds)),
+                      ", ".join(f"{k} {v:.2f}" for k, v in r.baselines.items()),
+                      str(len(r.skipped)))
+    for f in result.failures:
+        table.add_row(f.encoder, f.task, f.protocol or "", "FAILED", f.reason[:60], "", "", "")
+    Console().print(table)
+
+
+@cli.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_cmd(as_json: bool) -> None:
+    """List the registered encoders and tasks with their metadata."""
+    from embench.plugins import get_registry
+
+    registry = get_registry()
+    registry.check()
+    encoders = {n: e.info.as_dict() | {"plugin": registry.owner[("encoder", n)]}
+                for n, e in sorted(registry.encoders.items())}
+    tasks = {n: t.info.as_dict() | {"plugin": registry.owner[("task", n)]}
+             for n, t in sorted(registry.tasks.items())}
+    if as_json:
+        click.echo(json.dumps({"encoders": encoders, "tasks": tasks}, indent=2))
+        return
+    click.echo("Encoders:")
+    for n, i in encoders.items():
+        click.echo(f"  {n:<24} {i['sample_rate']} Hz, {i['num_layers']} layers "
+                   f"[{i['plugin']}] {i['description']}")
+    click.echo("Tasks:")
+    for n, i in tasks.items():
+        click.echo(f"  {n:<24} {i['main_score']}; protocols {', '.join(i['protocols'])} "
+                   f"[{i['plugin']}] {i['description']}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """Show each loaded plugin: name, version and what it registers."""
+    from embench.plugins import get_registry
+
+    registry = get_registry()
+    rows = [p.as_dict() for _, p in sorted(registry.plugins.items())]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for p in rows:
+        what = ", ".join([f"encoder {e}" for e in p["encoders"]] +
+                         [f"task {t}" for t in p["tasks"]]) or "nothing"
+        status = f"  ERROR: {p['error']}" if p["error"] else ""
+        click.echo(f"{p['name']} {p['version'] or '(no version)'}: {what}{status}")
+    for conflict in registry.conflicts:
+        click.echo(f"CONFLICT: {conflict}")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write here instead of printing.")
+def leaderboard(paths: tuple[str, ...], output: str | None) -> None:
+    """Render a markdown leaderboard from result files or folders (default: embench-results)."""
+    from embench.leaderboard import load_results, render_markdown, write_markdown
+
+    sources = [Path(p) for p in paths] or [Path("embench-results")]
+    runs = load_results(sources)
+    if output:
+        write_markdown(runs, Path(output))
+        click.echo(f"Leaderboard: {output}")
+    else:
+        click.echo(render_markdown(runs))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: turn EmbenchError into a clean message and exit code."""
+    try:
+        cli.main(args=argv, prog_name="embench", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except EmbenchError as exc:
+        if os.environ.get("EMBENCH_DEBUG", "") not in ("", "0"):
+            raise
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Run every (encoder, task) pair of a RunSpec and write one RunResult JSON.
+
+Pairs are independent: a pair that fails is recorded with its reason and the run goes on. The
+result file is rewritten atomically after every pair, so a crash or a kill keeps every score
+already computed, and the embedding cache makes the rerun cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from embench import provenance
+from embench.errors import EmbenchError, UnknownNameError
+from embench.plugins import Registry
+from embench.results import (
+    PairFailure,
+    Preprocessing,
+    RunResult,
+    RunSpec,
+    ScoreSummary,
+    SkippedClip,
+    TaskResult,
+)
+from embench.task import ClipSet, EvalContext, Evaluation, Task
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("EMBENCH_DEBUG", "") not in ("", "0")
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def protocols_for(spec: RunSpec, tasks: list[Task]) -> dict[str, str]:
+    """Each task's protocol: ``spec.protocol`` where given (and valid), else the task default."""
+    chosen = {}
+    for task in tasks:
+        protocol = spec.protocol or task.info.default_protocol
+        if protocol not in task.info.protocols:
+            raise UnknownNameError(f"protocol of task {task.name!r}", protocol, task.info.protocols)
+        chosen[task.name] = protocol
+    return chosen
+
+
+def write_result(result: RunResult, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(result.model_dump_json(indent=2))
+    os.replace(tmp, path)
+
+
+def run(spec: RunSpec, registry: Registry, *, argv: list[str] | None = None,
+        log: Callable[[str], None] = print, show_progress: bool = True) -> tuple[RunResult, Path]:
+    """Execute ``spec``; returns the RunResult and the path of its JSON file."""
+    from embench.extract import resolve_device
+
+    encoders = [registry.encoder(n) for n in spec.encoders]
+    tasks = [registry.task(n) for n in spec.tasks]
+    protocols = protocols_for(spec, tasks)
+    device = resolve_device(spec.device)
+    run_id = new_run_id()
+    out_dir = Path(spec.output_dir)
+    path = out_dir / f"run-{run_id}.json"
+    result = RunResult(run_id=run_id, provenance=provenance.collect(str(device), argv), spec=spec)
+    write_result(result, path)
+
+    clipsets: dict[str, ClipSet] = {}
+    for task in tasks:
+        try:
+            clipsets[task.name] = task.load(Path(spec.data_dir))
+        except Exception as exc:
+            for encoder in encoders:
+                _record_failure(result, encoder.name, task.name, protocols[task.name], exc, log)
+    for encoder in encoders:
+        for task in tasks:
+            if task.name not in clipsets:
+                continue
+            try:
+                result.results.append(
+                    _run_pair(spec, encoder, task, clipsets[task.name], protocols[task.name],
+                              device, out_dir / f"run-{run_id}", log, show_progress))
+            except Exception as exc:
+                _record_failure(result, encoder.name, task.name, protocols[task.name], exc, log)
+            write_result(result, path)
+        if encoder.loaded:
+            encoder.unload()
+            if device.type == "cuda":
+                import torch
+
+                torch.cuda.empty_cache()
+    result.provenance.finished_at = provenance.now()
+    write_result(result, path)
+    return result, path
+
+
+def _record_failure(result: RunResult, encoder: str, task: str, protocol: str,
+                    exc: Exception, log: Callable[[str], None]) -> None:
+    if debug_enabled() or not isinstance(exc, EmbenchError):
+        traceback.print_exception(exc, file=sys.stderr)
+    reason = str(exc) or type(exc).__name__
+    log(f"FAILED {encoder} on {task}: {reason}")
+    result.failures.append(PairFailure(encoder=encoder, task=task, protocol=protocol,
+                                       error_type=type(exc).__name__, reason=reason))
+
+
+def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_root: Path,
+              log, show_progress) -> TaskResult:
+    from embench.extract import cache_key, compute_dtype, extract
+
+    start = time.perf_counter()
+    features = None
+    if task.requires_features(protocol):
+        features = extract(encoder, clips, Path(spec.cache_dir), device=device,
+                           frame_rate=spec.frame_rate, batch_size=spec.batch_size,
+                           num_workers=spec.num_workers, weights=spec.weights,
+                           weights_path=spec.weights_path, show_progress=show_progress, log=log)
+        if not features.clip_ids:
+            raise EmbenchError(f"no clip of {task.name} could be decoded for {encoder.name}; "
+                               f"first reasons: {list(features.skipped.items())[:3]}")
+    output_dir = pair_root / task.name / encoder.name
+    output_dir.mkdir(parents=True, exist_ok=True)
+    ctx = EvalContext(clips=clips, protocol=protocol, seeds=list(spec.seeds), device=device,
+                      output_dir=output_dir, features=features,
+                      encoder=None if features is not None else encoder, log=log)
+    evaluation = task.evaluate(ctx)
+    _check_evaluation(task, evaluation, len(spec.seeds))
+    info = encoder.info
+    key = cache_key(encoder, clips, spec.weights, spec.frame_rate, device)
+    used = set(features.clip_ids) if features is not None else {c.id for c in clips}
+    return TaskResult(
+        encoder=info.name, encoder_revision=info.revision, weights=spec.weights,
+        task=task.name, task_version=task.info.version, dataset_id=clips.dataset_id,
+        dataset_revision=task.info.dataset_revision, protocol=protocol, split_id=clips.split_id,
+        main_score=task.info.main_score, higher_is_better=task.info.higher_is_better,
+        seeds=list(spec.seeds), scores=evaluation.scores,
+        summary={m: ScoreSummary.from_values(v) for m, v in evaluation.scores.items()},
+        train_scores=evaluation.train_scores, baselines=evaluation.baselines,
+        n_clips={s: sum(c.split == s and c.id in used for c in clips) for s in clips.counts()},
+        skipped=[SkippedClip(clip_id=c, reason=r)
+                 for c, r in (features.skipped.items() if features else [])],
+        missing=[SkippedClip(clip_id=c, reason=r) for c, r in clips.missing],
+        preprocessing=Preprocessing(sample_rate=info.sample_rate, window_s=info.window_s,
+                                    hop_s=info.hop_s, frame_rate=spec.frame_rate,
+                                    compute_dtype=compute_dtype(device), cache_key=key.digest()),
+        flags=evaluation.flags, details=evaluation.details,
+        duration_s=round(time.perf_counter() - start, 3),
+    )
+
+
+def _check_evaluation(task: Task, evaluation: Evaluation, n_seeds: int) -> None:
+    main = task.info.main_score
+    if main not in evaluation.scores:
+        raise EmbenchError(f"task {task.name!r} returned no {main!r} score (a plugin bug)")
+    for metric, values in evaluation.scores.items():
+        if len(values) != n_seeds:
+            raise EmbenchError(f"task {task.name!r} returned {len(values)} {metric!r} values "
+                               f"for {n_seeds} seeds (a plugin bug)")

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import pytest
+
+from embench import plugins
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Every test gets its own data, cache and output folders and a fresh plugin manager."""
+    monkeypatch.setenv("EMBENCH_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("EMBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("EMBENCH_LOAD_PLUGINS", raising=False)
+    monkeypatch.delenv("EMBENCH_DEBUG", raising=False)
+    plugins.reset()
+    yield
+    plugins.reset()
+
+
+@pytest.fixture
+def fake_plugin():
+    """Register the fake encoder + task plugin in-process for one test."""
+    from tests.fakes import FakePlugin
+
+    plugin = FakePlugin()
+    plugins.register_plugin(plugin, name="fake")
+    yield plugin
+    plugins.unregister_plugin("fake")

@@ -1,0 +1,128 @@
+"""The command line: exit codes, messages that say what to do, JSON output, failing pairs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from embench import MissingWeightsError, hookimpl, plugins
+from embench.cli import main
+from tests.fakes import SpectralEncoder
+
+
+def _main(args: list[str]) -> int:
+    try:
+        main(args)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
+
+
+def test_unknown_encoder_exit_2_with_did_you_mean_and_no_traceback(capsys):
+    assert _main(["run", "--encoders", "melspek"]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean 'melspec'" in err and "Traceback" not in err
+
+
+def test_unknown_task_lists_available(capsys, fake_plugin):
+    assert _main(["run", "-e", "fake-spectral", "-t", "fake-tone"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown task 'fake-tone'" in err and "fake-tones" in err
+
+
+def test_unknown_protocol_is_a_usage_error(capsys, fake_plugin):
+    assert _main(["run", "-e", "fake-spectral", "-t", "fake-tones", "-p", "prob"]) == 2
+    assert "Available protocol of task 'fake-tones's: centroid" in capsys.readouterr().err
+
+
+def test_debug_env_shows_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "embench", "run", "-e", "nope"],
+                          capture_output=True, text=True, env={**_env(tmp_path),
+                                                               "EMBENCH_DEBUG": "1"})
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+    assert "UnknownNameError" in proc.stderr
+
+
+def _env(tmp_path):
+    import os
+
+    return {**os.environ, "EMBENCH_DATA": str(tmp_path / "d"), "EMBENCH_CACHE": str(tmp_path)}
+
+
+def test_plugins_json(capsys):
+    assert _main(["plugins", "--json"]) == 0
+    rows = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    assert rows["melspec"]["encoders"] == ["melspec"] and rows["melspec"]["version"]
+
+
+def test_plugins_text_shows_conflicts(capsys, fake_plugin):
+    from tests.fakes import FakePlugin
+
+    plugins.register_plugin(FakePlugin(), name="copycat")
+    assert _main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "fake 0" not in out and "CONFLICT" in out and "'copycat'" in out
+    assert _main(["run", "-e", "fake-spectral", "-t", "fake-tones"]) == 2
+
+
+def test_list_json(capsys, fake_plugin):
+    assert _main(["list", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["encoders"]["fake-spectral"]["sample_rate"] == 16000
+    assert data["tasks"]["fake-tones"]["main_score"] == "accuracy"
+
+
+@pytest.mark.parametrize("seeds", ["0", "x", "1,1"])
+def test_bad_seeds(capsys, seeds):
+    assert _main(["run", "--seeds", seeds]) == 2
+    assert "--seeds" in capsys.readouterr().err
+
+
+class _OfflineEncoder(SpectralEncoder):
+    info = SpectralEncoder.info.__class__(**{**SpectralEncoder.info.as_dict(),
+                                             "name": "needs-weights"})
+
+    def load(self, device, weights="pretrained", weights_path=None):
+        raise MissingWeightsError("weights for org/model are not cached; run `huggingface-cli "
+                                  "download org/model` on a machine with network")
+
+
+def test_failing_pair_is_recorded_and_others_still_run(tmp_path, capsys, fake_plugin):
+    class Offline:
+        @hookimpl
+        def register_encoders(self, register):
+            register(_OfflineEncoder())
+
+    plugins.register_plugin(Offline(), name="offline")
+    out = tmp_path / "out"
+    code = _main(["run", "-e", "needs-weights,fake-spectral", "-t", "fake-tones", "--seeds", "2",
+                  "--no-progress", "--num-workers", "0", "-o", str(out)])
+    assert code == 1
+    (result_file,) = out.glob("run-*.json")
+    result = json.loads(result_file.read_text())
+    assert [r["encoder"] for r in result["results"]] == ["fake-spectral"]
+    (failure,) = result["failures"]
+    assert failure["encoder"] == "needs-weights" and failure["error_type"] == "MissingWeightsError"
+    assert "huggingface-cli download" in failure["reason"]
+    board = (out / "leaderboard.md").read_text()
+    assert "fake-spectral" in board and "needs-weights" in board
+    assert "1 pair(s) failed" in capsys.readouterr().err
+
+
+def test_result_json_has_provenance_and_summary(tmp_path, fake_plugin):
+    out = tmp_path / "out"
+    assert _main(["run", "-e", "fake-spectral", "-t", "fake-tones", "--seeds", "0,7",
+                  "--no-progress", "--num-workers", "0", "-o", str(out)]) == 0
+    from embench.results import RunResult
+
+    (result_file,) = out.glob("run-*.json")
+    run = RunResult.model_validate_json(result_file.read_text())
+    assert run.schema_version == "1.0" and run.provenance.finished_at
+    assert run.provenance.torch and run.provenance.python and run.provenance.device
+    (r,) = run.results
+    assert r.seeds == [0, 7] and r.split_id == "tones-fixed" and r.main.n == 2
+    assert r.skipped[0].clip_id == "broken" and r.preprocessing.sample_rate == 16000
+    assert r.n_clips == {"train": 6, "valid": 2, "test": 4}

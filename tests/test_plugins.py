@@ -1,0 +1,110 @@
+"""The plugin contract: discovery, restriction, isolation of broken plugins, duplicates."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from embench import hookimpl, plugins
+from embench.errors import DuplicateNameError, UnknownNameError
+from tests.fakes import FakePlugin, SpectralEncoder, ToneTask
+
+
+def test_first_party_plugins_load_through_entry_points():
+    registry = plugins.get_registry()
+    assert "melspec" in registry.encoders
+    info = registry.plugins["melspec"]
+    assert info.version and info.distribution == "embench"
+    assert info.encoders == ["melspec"]
+
+
+def test_load_plugins_env_restricts(monkeypatch):
+    monkeypatch.setenv("EMBENCH_LOAD_PLUGINS", "melspec")
+    registry = plugins.get_registry()
+    assert list(registry.plugins) == ["melspec"]
+    plugins.reset()
+    monkeypatch.setenv("EMBENCH_LOAD_PLUGINS", "")
+    assert plugins.get_registry().plugins == {}
+
+
+def _install_broken_entry_point(tmp_path, monkeypatch) -> None:
+    """A real distribution on sys.path whose entry point raises on import."""
+    (tmp_path / "broken_embench_plugin.py").write_text("raise RuntimeError('boom at import')\n")
+    dist = tmp_path / "broken_embench_plugin-9.9.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-embench-plugin\n"
+                                   "Version: 9.9\n")
+    (dist / "entry_points.txt").write_text("[embench]\nbroken = broken_embench_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_plugin_raising_on_import_is_reported_and_skipped(tmp_path, monkeypatch, capsys):
+    _install_broken_entry_point(tmp_path, monkeypatch)
+    registry = plugins.get_registry()
+    assert "melspec" in registry.encoders  # the rest still work
+    broken = registry.plugins["broken"]
+    assert "boom at import" in broken.error and broken.version == "9.9"
+    assert "plugin 'broken' failed to load" in capsys.readouterr().err
+    sys.modules.pop("broken_embench_plugin", None)
+
+
+def test_plugin_raising_in_hook_is_reported_and_skipped(fake_plugin, capsys):
+    class Exploding:
+        @hookimpl
+        def register_encoders(self, register):
+            raise ValueError("bad config")
+
+    plugins.register_plugin(Exploding(), name="exploding")
+    registry = plugins.get_registry()
+    assert "fake-spectral" in registry.encoders and "melspec" in registry.encoders
+    assert "bad config" in registry.plugins["exploding"].error
+    assert "'exploding' failed in register_encoders" in capsys.readouterr().err
+
+
+def test_duplicate_names_name_both_plugins(fake_plugin):
+    plugins.register_plugin(FakePlugin(SpectralEncoder(), ToneTask()), name="copycat")
+    registry = plugins.get_registry()
+    with pytest.raises(DuplicateNameError) as err:
+        registry.encoder("fake-spectral")
+    assert "'fake'" in str(err.value) and "'copycat'" in str(err.value)
+    assert "EMBENCH_LOAD_PLUGINS" in str(err.value)
+
+
+def test_unknown_name_suggests_close_matches():
+    registry = plugins.get_registry()
+    with pytest.raises(UnknownNameError) as err:
+        registry.encoder("melspek")
+    message = str(err.value)
+    assert "Did you mean 'melspec'" in message and "Available encoders: " in message
+    assert err.value.exit_code == 2
+
+
+def test_aliases_and_all():
+    class Aliased:
+        @hookimpl
+        def register_encoders(self, register):
+            register(SpectralEncoder(), aliases=("spec",))
+
+    plugins.register_plugin(Aliased(), name="aliased")
+    registry = plugins.get_registry()
+    assert registry.encoder("spec").name == "fake-spectral"
+    assert registry.resolve("encoder", "spec,fake-spectral") == ["fake-spectral"]
+    assert set(registry.resolve("encoder", "all")) >= {"fake-spectral", "melspec"}
+
+
+def test_register_rejects_wrong_type(capsys):
+    class Wrong:
+        @hookimpl
+        def register_encoders(self, register):
+            register("not an encoder")
+
+    plugins.register_plugin(Wrong(), name="wrong")
+    registry = plugins.get_registry()
+    assert "takes a Encoder instance" in registry.plugins["wrong"].error
+
+
+def test_unregister_and_reset_leave_no_trace(fake_plugin):
+    assert "fake-spectral" in plugins.get_registry().encoders
+    plugins.unregister_plugin("fake")
+    assert "fake-spectral" not in plugins.get_registry().encoders
