@@ -36,15 +36,21 @@ __all__ = [
     "Task",
     "TaskInfo",
     "__version__",
+    "evaluate_classification",
     "hookimpl",
     "load_audio",
 ]
 
 if TYPE_CHECKING:
     from embench.audio import load_audio
+    from embench.classification import evaluate_classification
     from embench.features import Features
 
-_LAZY = {"load_audio": "embench.audio", "Features": "embench.features"}
+_LAZY = {
+    "load_audio": "embench.audio",
+    "Features": "embench.features",
+    "evaluate_classification": "embench.classification",
+}
 
 
 def __getattr__(name: str) -> Any:

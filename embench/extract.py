@@ -140,6 +140,17 @@ def embed_waveforms(encoder: Encoder, waves: list[torch.Tensor], frame_rate: flo
     ]
 
 
+@dataclass
+class _Settings:
+    device: torch.device
+    frame_rate: float
+    batch_size: int
+    num_workers: int
+    weights: Weights
+    weights_path: str | None
+    show_progress: bool
+
+
 def extract(
     encoder: Encoder,
     clips: ClipSet,
@@ -156,6 +167,9 @@ def extract(
 ) -> Features:
     """Make sure every decodable clip of ``clips`` is in the cache; return the cached features."""
     info = encoder.info
+    settings = _Settings(device, frame_rate, batch_size,
+                         default_num_workers() if num_workers is None else num_workers,
+                         weights, weights_path, show_progress)
     cache = EmbeddingCache(cache_root, cache_key(encoder, clips, weights, frame_rate, device))
     cache.prepare()
     done = cache.done_ids()
@@ -164,9 +178,7 @@ def extract(
     if todo:
         log(f"{info.name}: {len(clips) - len(todo)} of {len(clips)} clips cached, "
             f"extracting {len(todo)} into {cache.dir}")
-        skipped = _extract_missing(encoder, todo, cache, device, frame_rate, batch_size,
-                                   default_num_workers() if num_workers is None else num_workers,
-                                   weights, weights_path, show_progress)
+        skipped = _extract_missing(encoder, todo, cache, settings)
     else:
         log(f"{info.name}: all {len(clips)} clips cached in {cache.dir}")
     index = cache.index()
@@ -175,18 +187,32 @@ def extract(
                     num_layers=info.num_layers, dims=tuple(dims), skipped=skipped)
 
 
-def _extract_missing(encoder, todo, cache, device, frame_rate, batch_size, num_workers,
-                     weights, weights_path, show_progress) -> dict[str, str]:
+def _extract_missing(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
+                     s: _Settings) -> dict[str, str]:
+    threads = torch.get_num_threads()
+    if s.device.type == "cpu" and s.num_workers:
+        # Decode workers take cores too; an oversubscribed OpenMP pool in this process spins
+        # and turns millisecond ops into scheduler-quantum waits.
+        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - s.num_workers)))
+    try:
+        return _run_loader(encoder, todo, cache, s)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
+                s: _Settings) -> dict[str, str]:
     info = encoder.info
     loader = torch.utils.data.DataLoader(
-        _DecodeDataset(todo, info.sample_rate), batch_size=batch_size, num_workers=num_workers,
-        collate_fn=list, worker_init_fn=_worker_init if num_workers else None,
-        pin_memory=device.type == "cuda", prefetch_factor=2 if num_workers else None,
+        _DecodeDataset(todo, info.sample_rate), batch_size=s.batch_size,
+        num_workers=s.num_workers, collate_fn=list,
+        worker_init_fn=_worker_init if s.num_workers else None,
+        pin_memory=s.device.type == "cuda", prefetch_factor=2 if s.num_workers else None,
     )
     skipped: dict[str, str] = {}
     pending: list[Future] = []
     with ThreadPoolExecutor(max_workers=1) as writer, \
-            ExtractionProgress(f"extract {info.name}", len(todo), show_progress) as bar:
+            ExtractionProgress(f"extract {info.name}", len(todo), s.show_progress) as bar:
         for batch in loader:
             ok = []
             for item in batch:
@@ -199,8 +225,9 @@ def _extract_missing(encoder, todo, cache, device, frame_rate, batch_size, num_w
                     ok.append(item)
             if ok:
                 if not encoder.loaded:
-                    encoder.load(device, weights, weights_path)
-                pooled = embed_waveforms(encoder, [it.audio for it in ok], frame_rate, batch_size)
+                    encoder.load(s.device, s.weights, s.weights_path)
+                pooled = embed_waveforms(encoder, [it.audio for it in ok], s.frame_rate,
+                                         s.batch_size)
                 shard = {it.clip_id: (len(it.audio) / info.sample_rate, layers)
                          for it, layers in zip(ok, pooled, strict=True)}
                 while len(pending) >= 2:  # bound the memory held by unwritten shards

@@ -1,0 +1,401 @@
+"""Frozen classification probes on clip-level embeddings (MARBLE-style).
+
+Every classification task scores an encoder the same way, so that numbers are comparable across
+tasks: per-layer clip means (frames averaged over time) are standardised with train statistics,
+a small probe is trained on the train split, and *everything* that is chosen - the layer (or a
+learned weighted sum of all layers), the learning rate (or ``C``), the stopping epoch - is chosen
+on the validation split. The fitting functions never receive test data, so test cannot leak into
+model selection; callers evaluate the returned :class:`FittedProbe` on test once.
+
+Speed: all layer candidates of one learning rate are trained together as one stacked model
+(``torch.baddbmm`` over a candidate axis). Each candidate still gets exactly the gradient and
+Adam update it would get alone (tests check this); they only share the stream of batch orders
+and dropout masks. Candidates leave the stack when they early-stop. Randomness comes only from
+explicit generators seeded by ``seed``, so a fit is reproducible on CPU and leaves the global
+torch RNG untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+WEIGHTED_SUM = "weighted_sum"
+LayerChoice = int | str  # a layer index, or WEIGHTED_SUM
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """Hyper-parameters of the MLP probe; ``lrs`` is the grid searched on validation."""
+
+    hidden: int = 512
+    dropout: float = 0.2
+    batch_size: int = 64
+    max_epochs: int = 100
+    patience: int = 10
+    lrs: tuple[float, ...] = (1e-4, 1e-3)
+    weighted_sum: bool = True
+
+
+@dataclass(frozen=True)
+class LinearConfig:
+    """Hyper-parameters of the logistic-regression probe; ``cs`` is the inverse-regularisation
+    grid searched on validation."""
+
+    cs: tuple[float, ...] = (0.01, 0.1, 1.0)
+    max_iter: int = 2000
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    """Validation result of one (layer, hyper-parameter) candidate."""
+
+    layer: LayerChoice
+    hparam: float
+    valid_accuracy: float
+    epoch: int | None = None
+
+
+@dataclass
+class FittedProbe:
+    """The probe chosen on validation, ready to predict on any split's per-layer clip means."""
+
+    kind: str
+    layer: LayerChoice
+    hparam_name: str
+    hparam: float
+    epoch: int | None
+    valid_accuracy: float
+    candidates: list[CandidateScore]
+    num_layers: int
+    layer_weights: list[float] | None = None
+    _predict: Callable[[list[np.ndarray]], np.ndarray] = field(default=None, repr=False)
+
+    def predict(self, layers: Sequence[np.ndarray]) -> np.ndarray:
+        """Class indices for ``layers`` (one ``[N, D_l]`` array per layer, unstandardised)."""
+        return self._predict(list(layers))
+
+    def layer_curve(self) -> tuple[list[float], float | None]:
+        """Best validation accuracy of each layer over the hyper-parameter grid, and of the
+        weighted sum (``None`` when it was not a candidate) - the usual 'which layer' plot."""
+        per_layer = [-math.inf] * self.num_layers
+        weighted: float | None = None
+        for cand in self.candidates:
+            if cand.layer == WEIGHTED_SUM:
+                weighted = max(weighted if weighted is not None else -math.inf, cand.valid_accuracy)
+            else:
+                per_layer[int(cand.layer)] = max(per_layer[int(cand.layer)], cand.valid_accuracy)
+        return per_layer, weighted
+
+
+# -- shared helpers ------------------------------------------------------------------------------
+@dataclass
+class _Standardiser:
+    """Per-layer z-scoring with train-split statistics only (constant features keep scale 1)."""
+
+    means: list[np.ndarray]
+    scales: list[np.ndarray]
+
+    @classmethod
+    def fit(cls, layers: Sequence[np.ndarray]) -> _Standardiser:
+        means = [a.mean(axis=0, dtype=np.float64).astype(np.float32) for a in layers]
+        scales = []
+        for a in layers:
+            std = a.std(axis=0, dtype=np.float64).astype(np.float32)
+            scales.append(np.where(std > 1e-8, std, np.float32(1.0)))
+        return cls(means, scales)
+
+    def transform(self, layers: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if len(layers) != len(self.means):
+            raise ValueError(f"expected {len(self.means)} layers, got {len(layers)}")
+        return [self.transform_layer(i, a) for i, a in enumerate(layers)]
+
+    def transform_layer(self, layer: int, a: np.ndarray) -> np.ndarray:
+        return ((np.asarray(a, dtype=np.float32) - self.means[layer]) / self.scales[layer]).astype(
+            np.float32
+        )
+
+
+def _check_inputs(train: Sequence[np.ndarray], y_train: np.ndarray,
+                  valid: Sequence[np.ndarray], y_valid: np.ndarray) -> None:
+    if not train or len(train) != len(valid):
+        raise ValueError("train and valid need the same, non-zero number of layers")
+    for t, v in zip(train, valid, strict=True):
+        if t.ndim != 2 or v.ndim != 2 or t.shape[1] != v.shape[1]:
+            raise ValueError("each layer must be a [clips, dim] array, same dim in every split")
+        if len(t) != len(y_train) or len(v) != len(y_valid):
+            raise ValueError("layer arrays and labels disagree on the number of clips")
+    if len(y_train) == 0 or len(y_valid) == 0:
+        raise ValueError("train and valid splits must not be empty")
+
+
+def _select(candidates: list[CandidateScore], order: list[LayerChoice],
+            grid: Sequence[float]) -> CandidateScore:
+    """Best validation accuracy; ties go to the earlier candidate in ``order`` (lower layer index,
+    weighted sum last), then to the earlier grid value. Deterministic by construction."""
+    return min(
+        candidates,
+        key=lambda c: (-c.valid_accuracy, order.index(c.layer), list(grid).index(c.hparam)),
+    )
+
+
+# -- MLP probe -----------------------------------------------------------------------------------
+_PARAM_NAMES = ("w1", "b1", "w2", "b2")
+
+
+def _uniform(shape: tuple[int, ...], fan_in: int, gen: torch.Generator) -> torch.Tensor:
+    """nn.Linear's default init (uniform in +-1/sqrt(fan_in)), drawn from ``gen``."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return torch.empty(shape).uniform_(-bound, bound, generator=gen)
+
+
+def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
+    """Adam with torch defaults; the fused CPU kernel when available (one memory pass instead of
+    about ten, which matters for the ``[C, D, 512]`` first-layer weights)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):  # older torch without fused CPU Adam
+        return torch.optim.Adam(params, lr=lr)
+
+
+class _Stack:
+    """Independent MLPs trained in lock-step, stacked on a leading candidate axis
+    (``w1 [C, D, H]``, ``b1 [C, 1, H]``, ``w2 [C, H, K]``, ``b2 [C, 1, K]``). Either candidate
+    ``i`` reads layer ``ids[i]``, or (``mix`` given, one candidate) the softmax-weighted sum of all
+    layers. The loss is the sum of per-candidate mean losses, so each candidate gets exactly its
+    own gradient and Adam update. Early-stopped candidates are dropped (:meth:`keep`) so that late
+    epochs only pay for candidates still improving."""
+
+    def __init__(self, ids: list[int], dim: int, n_classes: int, lr: float, cfg: MLPConfig,
+                 gen: torch.Generator, mix_layers: int = 0):
+        n = len(ids)
+        self.ids, self.lr = list(ids), lr
+        self.p = {
+            "w1": _uniform((n, dim, cfg.hidden), dim, gen),
+            "b1": _uniform((n, 1, cfg.hidden), dim, gen),
+            "w2": _uniform((n, cfg.hidden, n_classes), cfg.hidden, gen),
+            "b2": _uniform((n, 1, n_classes), cfg.hidden, gen),
+        }
+        if mix_layers:
+            self.p["mix"] = torch.zeros(mix_layers)
+        for t in self.p.values():
+            t.requires_grad_()
+        self.opt = _adam(list(self.p.values()), lr)
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The rows of ``x [L, N, D]`` this stack reads (all layers for the weighted sum)."""
+        if "mix" in self.p or len(self.ids) == x.shape[0]:
+            return x
+        return x[self.ids]
+
+    def logits(self, x: torch.Tensor, drop_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` from :meth:`inputs`, ``[*, B, D]`` -> ``[C, B, K]``."""
+        if "mix" in self.p:
+            x = torch.einsum("l,lbd->bd", torch.softmax(self.p["mix"], 0), x)[None]
+        h = torch.relu(torch.baddbmm(self.p["b1"], x, self.p["w1"]))
+        if drop_mask is not None:
+            h = h * drop_mask
+        return torch.baddbmm(self.p["b2"], h, self.p["w2"])
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, drop_mask: torch.Tensor | None) -> None:
+        out = self.logits(x, drop_mask)
+        n_cand, batch, n_classes = out.shape
+        loss = F.cross_entropy(out.reshape(-1, n_classes), y.repeat(n_cand), reduction="sum")
+        self.opt.zero_grad(set_to_none=True)
+        (loss / batch).backward()
+        self.opt.step()
+
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+        with torch.no_grad():
+            return (self.logits(self.inputs(x)).argmax(-1) == y).float().mean(1).tolist()
+
+    def snapshot(self, pos: int) -> dict[str, torch.Tensor]:
+        snap = {k: self.p[k][pos].detach().clone() for k in _PARAM_NAMES}
+        if "mix" in self.p:
+            snap["mix"] = self.p["mix"].detach().clone()
+        return snap
+
+    def keep(self, positions: list[int]) -> None:
+        """Drop all candidates but ``positions``, carrying their weights and Adam state over."""
+        old_p, old_state = self.p, self.opt.state
+        rows = torch.tensor(positions)
+        self.ids = [self.ids[i] for i in positions]
+        self.p = {k: old_p[k].detach()[rows].clone().requires_grad_() for k in _PARAM_NAMES}
+        if "mix" in old_p:
+            self.p["mix"] = old_p["mix"].detach().clone().requires_grad_()
+        self.opt = _adam(list(self.p.values()), self.lr)
+        for k, new in self.p.items():
+            if state := old_state.get(old_p[k]):
+                self.opt.state[new] = {
+                    name: (t if k == "mix" or name == "step" else t[rows]).clone()
+                    for name, t in state.items()
+                }
+
+
+@dataclass
+class _RunResult:
+    best_acc: list[float]
+    best_epoch: list[int]
+    best: list[dict[str, torch.Tensor]]
+
+
+def _train_epoch(stacks: list[_Stack], xt: torch.Tensor, yt: torch.Tensor, cfg: MLPConfig,
+                 gen: torch.Generator) -> None:
+    """One pass over the train split in shuffled mini-batches; every stack sees the same batches.
+    Each stack's inputs are gathered once per epoch so that batches are cheap slices."""
+    order = torch.randperm(xt.shape[1], generator=gen)
+    inputs = [s.inputs(xt)[:, order] for s in stacks]
+    y = yt[order]
+    keep_prob = 1.0 - cfg.dropout
+    for start in range(0, len(order), cfg.batch_size):
+        stop = min(start + cfg.batch_size, len(order))
+        for stack, x in zip(stacks, inputs, strict=True):
+            mask = None
+            if cfg.dropout > 0:
+                shape = (len(stack.ids), stop - start, cfg.hidden)
+                mask = (torch.rand(shape, generator=gen) < keep_prob).float() / keep_prob
+            stack.step(x[:, start:stop], y[start:stop], mask)
+
+
+def _train_stacked(xt: torch.Tensor, yt: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor,
+                   weighted: bool, n_classes: int, lr: float, cfg: MLPConfig,
+                   seed: int) -> _RunResult:
+    """Train one MLP per layer of ``xt [L, N, D]`` (plus, if ``weighted``, one on the learned
+    weighted sum, candidate ``L``) with per-candidate early stopping on validation accuracy, and
+    keep each one's best-epoch weights. A later epoch replaces the best only if strictly better,
+    so the earliest best epoch wins."""
+    gen = torch.Generator().manual_seed(seed)
+    n_layers, _, dim = xt.shape
+    stacks = [_Stack(list(range(n_layers)), dim, n_classes, lr, cfg, gen)]
+    if weighted:
+        stacks.append(_Stack([n_layers], dim, n_classes, lr, cfg, gen, mix_layers=n_layers))
+    n_cand = n_layers + int(weighted)
+    best_acc, best_epoch = [-1.0] * n_cand, [0] * n_cand
+    best: list[dict[str, torch.Tensor]] = [{} for _ in range(n_cand)]
+    for epoch in range(1, cfg.max_epochs + 1):
+        _train_epoch(stacks, xt, yt, cfg, gen)
+        for stack in stacks:
+            for pos, acc in enumerate(stack.accuracy(xv, yv)):
+                c = stack.ids[pos]
+                if acc > best_acc[c]:
+                    best_acc[c], best_epoch[c], best[c] = acc, epoch, stack.snapshot(pos)
+            alive = [i for i, c in enumerate(stack.ids) if epoch - best_epoch[c] < cfg.patience]
+            if alive and len(alive) < len(stack.ids):
+                stack.keep(alive)
+            elif not alive:
+                stack.ids = []
+        stacks = [s for s in stacks if s.ids]
+        if not stacks:
+            break
+    return _RunResult(best_acc, best_epoch, best)
+
+
+def _width_groups(train: Sequence[np.ndarray]) -> list[list[int]]:
+    """Layers grouped by width (in order of first appearance) so each group can be stacked."""
+    groups: dict[int, list[int]] = {}
+    for i, a in enumerate(train):
+        groups.setdefault(a.shape[1], []).append(i)
+    return list(groups.values())
+
+
+def _mlp_predictor(std: _Standardiser, layer: LayerChoice,
+                   snap: dict[str, torch.Tensor]) -> Callable[[list[np.ndarray]], np.ndarray]:
+    def predict(layers: list[np.ndarray]) -> np.ndarray:
+        if len(layers) != len(std.means):
+            raise ValueError(f"expected {len(std.means)} layers, got {len(layers)}")
+        with torch.no_grad():
+            if layer == WEIGHTED_SUM:
+                z = torch.from_numpy(np.stack(std.transform(layers)))
+                x = torch.einsum("l,lbd->bd", torch.softmax(snap["mix"], 0), z)
+            else:
+                x = torch.from_numpy(std.transform_layer(int(layer), layers[int(layer)]))
+            h = torch.relu(x @ snap["w1"] + snap["b1"])
+            return (h @ snap["w2"] + snap["b2"]).argmax(-1).numpy()
+
+    return predict
+
+
+def fit_mlp_probe(train: Sequence[np.ndarray], y_train: np.ndarray, valid: Sequence[np.ndarray],
+                  y_valid: np.ndarray, n_classes: int, seed: int,
+                  config: MLPConfig | None = None) -> FittedProbe:
+    """Fit the MLP probe for one seed and pick layer / weighted sum, learning rate and epoch by
+    validation accuracy. ``train``/``valid`` hold one ``[N, D_l]`` array per layer; labels are
+    class indices ``0..n_classes-1``. The weighted sum is a candidate only when all layers share
+    one width (and there is more than one layer)."""
+    cfg = config or MLPConfig()
+    _check_inputs(train, y_train, valid, y_valid)
+    std = _Standardiser.fit(train)
+    zt, zv = std.transform(train), std.transform(valid)
+    yt = torch.as_tensor(np.asarray(y_train), dtype=torch.long)
+    yv = torch.as_tensor(np.asarray(y_valid), dtype=torch.long)
+    groups = _width_groups(train)
+    weighted = cfg.weighted_sum and len(groups) == 1 and len(train) > 1
+    order: list[LayerChoice] = [*range(len(train)), *([WEIGHTED_SUM] if weighted else [])]
+    candidates: list[CandidateScore] = []
+    snaps: dict[tuple[LayerChoice, float], dict[str, torch.Tensor]] = {}
+    for g, layer_ids in enumerate(groups):
+        xt = torch.from_numpy(np.stack([zt[i] for i in layer_ids]))
+        xv = torch.from_numpy(np.stack([zv[i] for i in layer_ids]))
+        names: list[LayerChoice] = [*layer_ids, *([WEIGHTED_SUM] if weighted else [])]
+        for k, lr in enumerate(cfg.lrs):
+            run_seed = seed * 1_000_003 + g * 101 + k
+            run = _train_stacked(xt, yt, xv, yv, weighted, n_classes, lr, cfg, run_seed)
+            for c, name in enumerate(names):
+                candidates.append(CandidateScore(name, lr, run.best_acc[c], run.best_epoch[c]))
+                snaps[(name, lr)] = run.best[c]
+    chosen = _select(candidates, order, cfg.lrs)
+    snap = snaps[(chosen.layer, chosen.hparam)]
+    weights = torch.softmax(snap["mix"], 0).tolist() if "mix" in snap else None
+    return FittedProbe(
+        kind="mlp", layer=chosen.layer, hparam_name="lr", hparam=chosen.hparam,
+        epoch=chosen.epoch, valid_accuracy=chosen.valid_accuracy, candidates=candidates,
+        num_layers=len(train), layer_weights=weights,
+        _predict=_mlp_predictor(std, chosen.layer, snap),
+    )
+
+
+# -- linear probe --------------------------------------------------------------------------------
+def fit_linear_probe(train: Sequence[np.ndarray], y_train: np.ndarray, valid: Sequence[np.ndarray],
+                     y_valid: np.ndarray, n_classes: int, seed: int,
+                     config: LinearConfig | None = None) -> FittedProbe:
+    """Fit a logistic-regression probe per layer and ``C``; pick both on validation accuracy.
+    lbfgs is deterministic, so ``seed`` only feeds ``random_state`` and results equal across
+    seeds. ``n_classes`` is accepted for symmetry with :func:`fit_mlp_probe`."""
+    from sklearn.linear_model import LogisticRegression
+
+    cfg = config or LinearConfig()
+    _check_inputs(train, y_train, valid, y_valid)
+    del n_classes  # classes come from y_train; the caller has checked all of them occur there
+    std = _Standardiser.fit(train)
+    zt, zv = std.transform(train), std.transform(valid)
+    candidates: list[CandidateScore] = []
+    models = {}
+    for layer in range(len(train)):
+        for c in cfg.cs:
+            model = LogisticRegression(C=c, max_iter=cfg.max_iter, random_state=seed)
+            model.fit(zt[layer], y_train)
+            acc = float((model.predict(zv[layer]) == y_valid).mean())
+            candidates.append(CandidateScore(layer, c, acc, None))
+            models[(layer, c)] = model
+    chosen = _select(candidates, list(range(len(train))), cfg.cs)
+    model = models[(chosen.layer, chosen.hparam)]
+    layer = int(chosen.layer)
+
+    def predict(layers: list[np.ndarray]) -> np.ndarray:
+        if len(layers) != len(std.means):
+            raise ValueError(f"expected {len(std.means)} layers, got {len(layers)}")
+        return model.predict(std.transform_layer(layer, layers[layer]))
+
+    return FittedProbe(
+        kind="linear", layer=layer, hparam_name="C", hparam=chosen.hparam, epoch=None,
+        valid_accuracy=chosen.valid_accuracy, candidates=candidates, num_layers=len(train),
+        _predict=predict,
+    )
+
+
+PROBES: dict[str, Callable[..., FittedProbe]] = {"mlp": fit_mlp_probe, "linear": fit_linear_probe}
