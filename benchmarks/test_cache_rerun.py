@@ -8,10 +8,10 @@ import statistics
 import time
 
 import torch
-from embench_plugins.melspec import MelSpec
-from embench_tasks.toy import ToyGenres
 
 from embench.extract import extract
+from embench_plugins.melspec import MelSpec
+from embench_tasks.toy import ToyGenres
 
 
 def _extract(clips, cache_root):

@@ -108,3 +108,16 @@ def test_unregister_and_reset_leave_no_trace(fake_plugin):
     assert "fake-spectral" in plugins.get_registry().encoders
     plugins.unregister_plugin("fake")
     assert "fake-spectral" not in plugins.get_registry().encoders
+
+
+def test_register_tasks_hook_adds_a_task_with_alias():
+    class TaskPlugin:
+        @hookimpl
+        def register_tasks(self, register):
+            register(ToneTask(corrupt=False), aliases=("tones",))
+
+    plugins.register_plugin(TaskPlugin(), name="task-plugin")
+    registry = plugins.get_registry()
+    assert registry.task("tones").name == "fake-tones"
+    assert registry.plugins["task-plugin"].tasks == ["fake-tones"]
+    assert registry.owner[("task", "fake-tones")] == "task-plugin"
