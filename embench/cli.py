@@ -177,6 +177,9 @@ def leaderboard(paths: tuple[str, ...], output: str | None) -> None:
     from embench.leaderboard import load_results, render_markdown, write_markdown
 
     sources = [Path(p) for p in paths] or [Path("embench-results")]
+    if not paths and not sources[0].exists():
+        raise EmbenchError("No results in ./embench-results yet: run `embench run` first, or "
+                           "pass result files or folders: `embench leaderboard PATH...`.")
     runs = load_results(sources)
     if output:
         write_markdown(runs, Path(output))
@@ -189,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: turn EmbenchError into a clean message and exit code."""
     try:
         cli.main(args=argv, prog_name="embench", standalone_mode=False)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:

@@ -63,7 +63,7 @@ def cache_key(encoder: Encoder, clips: ClipSet, weights: str, frame_rate: float,
         encoder=info.name, encoder_version=info.version, weights=weights, revision=info.revision,
         sample_rate=info.sample_rate, window_s=info.window_s, hop_s=info.hop_s,
         frame_rate=frame_rate, compute_dtype=compute_dtype(device),
-        dataset_id=clips.dataset_id, dataset_revision=None,
+        dataset_id=clips.dataset_id, dataset_revision=clips.dataset_revision,
     )
 
 

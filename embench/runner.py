@@ -70,12 +70,34 @@ def run(spec: RunSpec, registry: Registry, *, argv: list[str] | None = None,
     out_dir = Path(spec.output_dir)
     path = out_dir / f"run-{run_id}.json"
     result = RunResult(run_id=run_id, provenance=provenance.collect(str(device), argv), spec=spec)
+    try:
+        write_result(result, path)
+    except OSError as exc:
+        raise EmbenchError(f"Cannot write results to {out_dir}: {exc.strerror or exc}. "
+                           f"Choose a writable folder with --output-dir.") from None
+    try:
+        _run_pairs(spec, result, path, encoders, tasks, protocols, device, log, show_progress)
+    except KeyboardInterrupt:
+        write_result(result, path)
+        log(f"Interrupted: the {len(result.results)} pair(s) scored so far are saved in {path}. "
+            f"Run the same command again to continue; cached embeddings are reused.")
+        raise
+    result.provenance.finished_at = provenance.now()
     write_result(result, path)
+    return result, path
+
+
+def _run_pairs(spec: RunSpec, result: RunResult, path: Path, encoders, tasks, protocols, device,
+               log, show_progress) -> None:
+    out_dir = Path(spec.output_dir)
 
     clipsets: dict[str, ClipSet] = {}
     for task in tasks:
         try:
-            clipsets[task.name] = task.load(Path(spec.data_dir))
+            clips = task.load(Path(spec.data_dir))
+            if clips.dataset_revision is None:
+                clips.dataset_revision = task.info.dataset_revision
+            clipsets[task.name] = clips
         except Exception as exc:
             for encoder in encoders:
                 _record_failure(result, encoder.name, task.name, protocols[task.name], exc, log)
@@ -86,7 +108,7 @@ def run(spec: RunSpec, registry: Registry, *, argv: list[str] | None = None,
             try:
                 result.results.append(
                     _run_pair(spec, encoder, task, clipsets[task.name], protocols[task.name],
-                              device, out_dir / f"run-{run_id}", log, show_progress))
+                              device, out_dir / f"run-{result.run_id}", log, show_progress))
             except Exception as exc:
                 _record_failure(result, encoder.name, task.name, protocols[task.name], exc, log)
             write_result(result, path)
@@ -96,9 +118,6 @@ def run(spec: RunSpec, registry: Registry, *, argv: list[str] | None = None,
                 import torch
 
                 torch.cuda.empty_cache()
-    result.provenance.finished_at = provenance.now()
-    write_result(result, path)
-    return result, path
 
 
 def _record_failure(result: RunResult, encoder: str, task: str, protocol: str,
@@ -113,7 +132,7 @@ def _record_failure(result: RunResult, encoder: str, task: str, protocol: str,
 
 def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_root: Path,
               log, show_progress) -> TaskResult:
-    from embench.extract import cache_key, compute_dtype, extract
+    from embench.extract import compute_dtype, extract
 
     start = time.perf_counter()
     features = None
@@ -133,12 +152,11 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
     evaluation = task.evaluate(ctx)
     _check_evaluation(task, evaluation, len(spec.seeds))
     info = encoder.info
-    key = cache_key(encoder, clips, spec.weights, spec.frame_rate, device)
     used = set(features.clip_ids) if features is not None else {c.id for c in clips}
     return TaskResult(
         encoder=info.name, encoder_revision=info.revision, weights=spec.weights,
         task=task.name, task_version=task.info.version, dataset_id=clips.dataset_id,
-        dataset_revision=task.info.dataset_revision, protocol=protocol, split_id=clips.split_id,
+        dataset_revision=clips.dataset_revision, protocol=protocol, split_id=clips.split_id,
         main_score=task.info.main_score, higher_is_better=task.info.higher_is_better,
         seeds=list(spec.seeds), scores=evaluation.scores,
         summary={m: ScoreSummary.from_values(v) for m, v in evaluation.scores.items()},
@@ -149,7 +167,8 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
         missing=[SkippedClip(clip_id=c, reason=r) for c, r in clips.missing],
         preprocessing=Preprocessing(sample_rate=info.sample_rate, window_s=info.window_s,
                                     hop_s=info.hop_s, frame_rate=spec.frame_rate,
-                                    compute_dtype=compute_dtype(device), cache_key=key.digest()),
+                                    compute_dtype=compute_dtype(device),
+                                    cache_key=features.cache.key.digest() if features else None),
         flags=evaluation.flags, details=evaluation.details,
         duration_s=round(time.perf_counter() - start, 3),
     )

@@ -69,13 +69,16 @@ class Clip:
 @dataclass
 class ClipSet:
     """The clips of one task on one split definition. ``split_id`` names the split definition and
-    goes into every result so that numbers from different splits never share a table."""
+    goes into every result so that numbers from different splits never share a table.
+    ``missing`` lists (clip id, reason) for clips the split names but the data lacks;
+    ``dataset_revision`` is the revision actually loaded (default: the task's pinned one)."""
 
     dataset_id: str
     split_id: str
     clips: list[Clip]
     labels: tuple[str, ...] = ()
     missing: list[tuple[str, str]] = field(default_factory=list)
+    dataset_revision: str | None = None
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

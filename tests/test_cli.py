@@ -126,3 +126,27 @@ def test_result_json_has_provenance_and_summary(tmp_path, fake_plugin):
     assert r.seeds == [0, 7] and r.split_id == "tones-fixed" and r.main.n == 2
     assert r.skipped[0].clip_id == "broken" and r.preprocessing.sample_rate == 16000
     assert r.n_clips == {"train": 6, "valid": 2, "test": 4}
+
+
+def test_unwritable_output_dir_is_a_clear_error(tmp_path, capsys, fake_plugin):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert _main(["run", "-e", "fake-spectral", "-t", "fake-tones", "-o",
+                  str(blocker / "out")]) == 2
+    assert "Choose a writable folder with --output-dir" in capsys.readouterr().err
+
+
+def test_leaderboard_without_results_says_what_to_do(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _main(["leaderboard"]) == 2
+    assert "run `embench run` first" in capsys.readouterr().err
+
+
+def test_cuda_on_a_machine_without_gpu(capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _main(["run", "--device", "cuda"]) == 2
+    assert "Use --device cpu" in capsys.readouterr().err
+    assert _main(["run", "--device", "tpu9"]) == 2
+    assert "is not a device" in capsys.readouterr().err

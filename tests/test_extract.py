@@ -158,3 +158,27 @@ def test_kill_9_then_rerun_redoes_only_missing_clips_and_matches(tmp_path):
     assert ref.keys() == resumed.keys()
     for name in ref:
         np.testing.assert_array_equal(ref[name], resumed[name])
+
+
+def test_dataset_revision_is_part_of_the_cache_key(tmp_path):
+    clips = _clips(tmp_path)
+    dirs = set()
+    for revision in ("r1", "r2"):
+        clips.dataset_revision = revision
+        feats = extract(SpectralEncoder(), clips, tmp_path / "cache", device=CPU, num_workers=0,
+                        show_progress=False, log=lambda m: None)
+        dirs.add(feats.cache.dir)
+    assert len(dirs) == 2
+
+
+def test_ctrl_c_keeps_the_result_file_and_says_how_to_resume(tmp_path):
+    proc = _run_cli(tmp_path, tmp_path / "cache", tmp_path / "out", 0.4, wait=False)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((tmp_path / "cache").rglob("shard-*.safetensors")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Run the same command again to continue" in stderr and "Traceback" not in stderr
+    (result_file,) = (tmp_path / "out").glob("run-*.json")
+    assert json.loads(result_file.read_text())["provenance"]["finished_at"] is None
