@@ -8,17 +8,19 @@ per seed. All scores and baselines are percentages (0..100).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from embench.errors import EmbenchError
-from embench.probes import PROBES, FittedProbe, LinearConfig, MLPConfig
+from embench.linear_probe import LinearConfig, fit_linear_probe
+from embench.probes import FittedProbe, MLPConfig, fit_mlp_probe
 from embench.stats import bootstrap_ci
 from embench.task import SPLITS, EvalContext, Evaluation
 
+PROBES: dict[str, Callable[..., FittedProbe]] = {"mlp": fit_mlp_probe, "linear": fit_linear_probe}
 
 @dataclass
 class _SplitData:

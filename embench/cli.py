@@ -107,19 +107,19 @@ def _print_table(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"embench run {result.run_id}")
-    for col in ("encoder", "task", "protocol", "main score", "mean ± 95% CI", "seeds",
-                "baselines", "skipped"):
-        table.add_column(col)
+    table = Table(title=f"embench run {result.run_id} (mean ± 95% CI over seeds)")
+    for col in ("encoder", "task · protocol", "score", "seeds", "baselines", "skipped"):
+        table.add_column(col, overflow="fold")
     for r in result.results:
         s = r.main
-        table.add_row(r.encoder + (" (random)" if r.weights == "random" else ""), r.task,
-                      r.protocol, r.main_score, f"{s.mean:.2f} ± {s.ci95_half_width:.2f}",
-                      str(len(r.seeds)),
-                      ", ".join(f"{k} {v:.2f}" for k, v in r.baselines.items()),
+        table.add_row(r.encoder + (" (random)" if r.weights == "random" else ""),
+                      f"{r.task} · {r.protocol}",
+                      f"{r.main_score} {s.mean:.2f} ± {s.ci95_half_width:.2f}", str(len(r.seeds)),
+                      " · ".join(f"{k} {v:.2f}" for k, v in r.baselines.items()),
                       str(len(r.skipped)))
     for f in result.failures:
-        table.add_row(f.encoder, f.task, f.protocol or "", "FAILED", f.reason[:60], "", "", "")
+        table.add_row(f.encoder, f"{f.task} · {f.protocol or ''}", "FAILED", "",
+                      f.reason[:80], "")
     Console().print(table)
 
 

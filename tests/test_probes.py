@@ -11,7 +11,8 @@ import torch
 
 from embench.classification import classification_baselines, evaluate_classification
 from embench.errors import EmbenchError
-from embench.probes import WEIGHTED_SUM, MLPConfig, _Stack, fit_linear_probe, fit_mlp_probe
+from embench.linear_probe import fit_linear_probe
+from embench.probes import WEIGHTED_SUM, MLPConfig, _Stack, fit_mlp_probe
 from embench.task import Clip, ClipSet
 from tests.helpers_features import (
     build_features,
