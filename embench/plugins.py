@@ -123,6 +123,9 @@ def get_plugin_manager() -> pluggy.PluginManager:
         pm.add_hookspecs(hookspecs)
         eps = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
         wanted = _selected()
+        for name in sorted((wanted or set()) - set(eps)):
+            print(f"embench: warning: {LOAD_ENV} names {name!r}, which no installed plugin "
+                  f"provides (installed: {', '.join(sorted(eps)) or 'none'})", file=sys.stderr)
         for name, ep in sorted(eps.items()):
             if wanted is not None and name not in wanted:
                 continue

@@ -19,6 +19,12 @@ def test_first_party_plugins_load_through_entry_points():
     assert info.encoders == ["melspec"]
 
 
+def test_load_plugins_env_warns_about_unknown_names(monkeypatch, capsys):
+    monkeypatch.setenv("EMBENCH_LOAD_PLUGINS", "melspec,melspek")
+    assert list(plugins.get_registry().plugins) == ["melspec"]
+    assert "names 'melspek', which no installed plugin provides" in capsys.readouterr().err
+
+
 def test_load_plugins_env_restricts(monkeypatch):
     monkeypatch.setenv("EMBENCH_LOAD_PLUGINS", "melspec")
     registry = plugins.get_registry()
