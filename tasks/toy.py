@@ -150,6 +150,8 @@ class _ToyTask(Task):
 
     stream: int
     with_captions: bool
+    target_key: str  # which metadata field is the clip's target
+    labels: tuple[str, ...] = ()
 
     def __init__(self, clips_per_genre: int = CLIPS_PER_GENRE):
         self.n_clips = clips_per_genre * len(toy_synth.GENRES)
@@ -173,25 +175,20 @@ class _ToyTask(Task):
         ensure_generated(root, build)
         meta = json.loads((root / METADATA).read_text())
         clips = [
-            Clip(id=c["id"], source=root / c["file"], target=self._target(c), split=c["split"])
+            Clip(id=c["id"], source=root / c["file"], target=c[self.target_key], split=c["split"])
             for c in meta["clips"]
         ]
         return ClipSet(
             dataset_id=self.info.dataset_id,
             split_id=self.split_id,
             clips=clips,
-            labels=self._labels(),
+            labels=self.labels,
         )
 
     @property
     def split_id(self) -> str:
         return f"{self.name}-v{DATA_VERSION}{self._size_tag}-fixed"
 
-    def _target(self, record: dict) -> object:
-        raise NotImplementedError
-
-    def _labels(self) -> tuple[str, ...]:
-        return ()
 
 
 class ToyGenres(_ToyTask):
@@ -199,6 +196,8 @@ class ToyGenres(_ToyTask):
 
     stream = 0
     with_captions = False
+    target_key = "label"
+    labels = toy_synth.GENRE_NAMES
     info = TaskInfo(
         name="toy-genres",
         dataset_id="embench/toy-genres",
@@ -214,12 +213,6 @@ class ToyGenres(_ToyTask):
         license="Apache-2.0",
     )
 
-    def _target(self, record: dict) -> str:
-        return record["label"]
-
-    def _labels(self) -> tuple[str, ...]:
-        return toy_synth.GENRE_NAMES
-
     def evaluate(self, ctx: EvalContext) -> Evaluation:
         from embench import evaluate_classification
 
@@ -231,6 +224,7 @@ class ToyCaptions(_ToyTask):
 
     stream = 1
     with_captions = True
+    target_key = "caption"
     info = TaskInfo(
         name="toy-captions",
         dataset_id="embench/toy-captions",
@@ -247,9 +241,6 @@ class ToyCaptions(_ToyTask):
         dataset_revision=f"generator-v{toy_synth.GENERATOR_VERSION}",
         license="Apache-2.0",
     )
-
-    def _target(self, record: dict) -> str:
-        return record["caption"]
 
     def evaluate(self, ctx: EvalContext) -> Evaluation:
         return evaluate_nearest_neighbour(ctx)
