@@ -12,6 +12,8 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("EMBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("EMBENCH_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("EMBENCH_DEBUG", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # tests never reach the hub (it would retry)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     plugins.reset()
     yield
     plugins.reset()
