@@ -61,6 +61,10 @@ def cli() -> None:
               help="Local folder with model checkpoints (instead of the hub cache).")
 @click.option("--frame-rate", type=click.FloatRange(min=0, min_open=True), default=1.0,
               show_default=True, help="Frames per second of the cached embeddings.")
+@click.option("--window-s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Cut audio into windows of this many seconds (default: each encoder's own).")
+@click.option("--hop-s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds between window starts (default: the window length).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--num-workers", type=click.IntRange(min=0), default=None,
               help="Decode worker processes (default: cores - 1).")
@@ -73,8 +77,8 @@ def cli() -> None:
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False), default="embench-results",
               show_default=True, help="Where the result JSON and leaderboard.md go.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def run(encoders, tasks, protocol, seeds, device, weights, weights_dir, frame_rate, batch_size,
-        num_workers, data_dir, cache_dir, output_dir, progress) -> None:
+def run(encoders, tasks, protocol, seeds, device, weights, weights_dir, frame_rate, window_s,
+        hop_s, batch_size, num_workers, data_dir, cache_dir, output_dir, progress) -> None:
     """Embed each task's audio with each encoder and score it. With no flags: the offline
     toy suite with the melspec baseline."""
     from embench.plugins import get_registry
@@ -85,7 +89,8 @@ def run(encoders, tasks, protocol, seeds, device, weights, weights_dir, frame_ra
     spec = RunSpec(
         encoders=registry.resolve("encoder", encoders), tasks=registry.resolve("task", tasks),
         protocol=protocol, seeds=seeds, device=device, weights=weights,
-        weights_path=weights_dir, frame_rate=frame_rate, batch_size=batch_size,
+        weights_path=weights_dir, frame_rate=frame_rate, window_s=window_s, hop_s=hop_s,
+        batch_size=batch_size,
         num_workers=num_workers, data_dir=str(data_dir), cache_dir=str(cache_dir),
         output_dir=str(output_dir),
     )

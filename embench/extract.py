@@ -26,7 +26,7 @@ from embench.errors import AudioDecodeError, EmbenchError
 from embench.features import Features
 from embench.progress import ExtractionProgress
 from embench.task import Clip, ClipSet
-from embench.windowing import Window, plan_windows, pool_layer
+from embench.windowing import FramePooler, Window, plan_windows
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -121,7 +121,7 @@ def embed_waveforms(encoder: Encoder, waves: list[torch.Tensor], frame_rate: flo
     for ci, wave in enumerate(waves):
         for w in plan_windows(len(wave), sr, info.window_s, info.hop_s):
             buckets[w.length].append((ci, w))
-    pieces: list[list[list]] = [[[] for _ in range(info.num_layers)] for _ in waves]
+    pooler = FramePooler([len(w) / sr for w in waves], frame_rate, info.num_layers)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     for length in sorted(buckets):
         items = buckets[length]
@@ -131,13 +131,12 @@ def embed_waveforms(encoder: Encoder, waves: list[torch.Tensor], frame_rate: flo
             batch = batch.to(device, non_blocking=True)
             with torch.inference_mode(), autocast:
                 layers = _as_layers(encoder.forward(batch), encoder)
-            for li, layer in enumerate(layers):
-                for bi, (ci, w) in enumerate(chunk):
-                    pieces[ci][li].append((w.start / sr, w.length / sr, layer[bi]))
-    return [
-        [pool_layer(p, len(waves[ci]) / sr, frame_rate).half().cpu().numpy() for p in pieces[ci]]
-        for ci in range(len(waves))
-    ]
+                clips = [ci for ci, _ in chunk]
+                starts = [w.start / sr for _, w in chunk]
+                spans = [w.length / sr for _, w in chunk]
+                for li, layer in enumerate(layers):
+                    pooler.add(li, clips, starts, spans, layer)
+    return [[layer.half().numpy() for layer in clip] for clip in pooler.result()]
 
 
 @dataclass

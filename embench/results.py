@@ -123,6 +123,8 @@ class RunSpec(_Model):
     weights: str = "pretrained"
     weights_path: str | None = None
     frame_rate: float = 1.0
+    window_s: float | None = None
+    hop_s: float | None = None
     batch_size: int = 16
     num_workers: int | None = None
     data_dir: str

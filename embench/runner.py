@@ -7,6 +7,8 @@ already computed, and the embedding cache makes the rerun cheap.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 import sys
 import time
@@ -17,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from embench import provenance
+from embench.encoder import Encoder
 from embench.errors import EmbenchError, UnknownNameError
 from embench.plugins import Registry
 from embench.results import (
@@ -37,6 +40,24 @@ def debug_enabled() -> bool:
 
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def with_windowing(encoder: Encoder, window_s: float | None, hop_s: float | None) -> Encoder:
+    """A copy of ``encoder`` that cuts audio into ``window_s`` windows every ``hop_s`` seconds
+    instead of its own defaults (both go into the cache key and the results)."""
+    if window_s is None and hop_s is None:
+        return encoder
+    info = encoder.info
+    window = window_s if window_s is not None else info.window_s
+    if window is None:
+        raise EmbenchError(f"--hop-s needs a window: {info.name} embeds whole clips by default; "
+                           f"pass --window-s too.")
+    if window * info.sample_rate < info.min_samples:
+        raise EmbenchError(f"--window-s {window} is shorter than {info.name} accepts "
+                           f"({info.min_samples / info.sample_rate:.3f} s).")
+    clone = copy.copy(encoder)
+    clone.info = dataclasses.replace(info, window_s=window, hop_s=hop_s)
+    return clone
 
 
 def protocols_for(spec: RunSpec, tasks: list[Task]) -> dict[str, str]:
@@ -62,7 +83,8 @@ def run(spec: RunSpec, registry: Registry, *, argv: list[str] | None = None,
     """Execute ``spec``; returns the RunResult and the path of its JSON file."""
     from embench.extract import resolve_device
 
-    encoders = [registry.encoder(n) for n in spec.encoders]
+    encoders = [with_windowing(registry.encoder(n), spec.window_s, spec.hop_s)
+                for n in spec.encoders]
     tasks = [registry.task(n) for n in spec.tasks]
     protocols = protocols_for(spec, tasks)
     device = resolve_device(spec.device)

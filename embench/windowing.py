@@ -46,36 +46,66 @@ def n_output_frames(duration_s: float, frame_rate: float) -> int:
     return max(1, math.ceil(duration_s * frame_rate - 1e-9))
 
 
-def pool_layer(
-    pieces: list[tuple[float, float, torch.Tensor]], duration_s: float, frame_rate: float
-) -> torch.Tensor:
-    """Average native frames into bins of ``1 / frame_rate`` seconds over the whole clip.
+class FramePooler:
+    """Pools every layer of a group of clips onto one time grid of ``frame_rate`` bins per second.
 
-    ``pieces`` holds ``(window start s, window duration s, [frames, dim])`` per window. A native
-    frame's time is its centre, spreading the window's frames evenly over the window (robust to
-    encoders whose frame count is off by one from ``duration * rate``). Overlapping windows are
-    averaged. A bin that receives no frame (encoder coarser than the grid) takes the native
-    frame nearest to the bin's centre.
+    Native frames of a window are spread evenly over the window (a frame's time is its centre),
+    so encoders whose frame count is off by one from ``duration * rate`` need no special case.
+    All windows of one forward batch are added with one ``index_add_`` per layer, whatever clips
+    they come from; overlapping windows average. A bin that receives no frame (an encoder coarser
+    than the grid, e.g. one embedding per window) takes the value of the nearest filled bin.
     """
-    n_out = n_output_frames(duration_s, frame_rate)
-    dim = pieces[0][2].shape[-1]
-    device = pieces[0][2].device
-    times, values = [], []
-    for start, span, frames in pieces:
-        f = frames.shape[0]
-        times.append(start + (torch.arange(f, device=device, dtype=torch.float64) + 0.5) * span / f)
-        values.append(frames.float())
-    t = torch.cat(times)
-    v = torch.cat(values)
-    bins = torch.clamp((t * frame_rate).floor().long(), 0, n_out - 1)
-    sums = torch.zeros(n_out, dim, device=device, dtype=torch.float32).index_add_(0, bins, v)
-    counts = torch.zeros(n_out, device=device, dtype=torch.float32).index_add_(
-        0, bins, torch.ones_like(bins, dtype=torch.float32)
-    )
-    out = sums / counts.clamp(min=1).unsqueeze(1)
-    empty = counts == 0
-    if empty.any():
-        centres = (torch.nonzero(empty).squeeze(1).double() + 0.5) / frame_rate
-        nearest = (t.unsqueeze(0) - centres.unsqueeze(1)).abs().argmin(dim=1)
-        out[empty] = v[nearest]
-    return out
+
+    def __init__(self, durations_s: list[float], frame_rate: float, num_layers: int):
+        self.frame_rate = frame_rate
+        self.n_out = [n_output_frames(d, frame_rate) for d in durations_s]
+        self.offsets = [0]
+        for n in self.n_out:
+            self.offsets.append(self.offsets[-1] + n)
+        self.sums: list[torch.Tensor | None] = [None] * num_layers
+        self.counts: list[torch.Tensor | None] = [None] * num_layers
+
+    def add(self, layer: int, clips: list[int], starts_s: list[float], spans_s: list[float],
+            frames: torch.Tensor) -> None:
+        """Add ``frames`` ``[windows, F, D]``; window ``i`` belongs to clip ``clips[i]`` and covers
+        ``[starts_s[i], starts_s[i] + spans_s[i])``."""
+        n_win, n_frames, dim = frames.shape
+        device = frames.device
+        start = torch.tensor(starts_s, dtype=torch.float64, device=device).unsqueeze(1)
+        span = torch.tensor(spans_s, dtype=torch.float64, device=device).unsqueeze(1)
+        centres = (torch.arange(n_frames, dtype=torch.float64, device=device) + 0.5) / n_frames
+        times = start + centres.unsqueeze(0) * span
+        last = torch.tensor([self.n_out[c] - 1 for c in clips], device=device).unsqueeze(1)
+        offset = torch.tensor([self.offsets[c] for c in clips], device=device).unsqueeze(1)
+        bins = torch.minimum((times * self.frame_rate).floor().long().clamp(min=0), last) + offset
+        if self.sums[layer] is None:
+            self.sums[layer] = torch.zeros(self.offsets[-1], dim, device=device)
+            self.counts[layer] = torch.zeros(self.offsets[-1], device=device)
+        flat = bins.reshape(-1)
+        self.sums[layer].index_add_(0, flat, frames.reshape(-1, dim).float())
+        self.counts[layer].index_add_(0, flat, torch.ones_like(flat, dtype=torch.float32))
+
+    def result(self) -> list[list[torch.Tensor]]:
+        """Per clip, per layer: ``[bins, dim]`` float32 on the CPU."""
+        per_layer = []
+        for sums, counts in zip(self.sums, self.counts, strict=True):
+            if sums is None:
+                raise ValueError("a layer received no frames")
+            means = (sums / counts.clamp(min=1).unsqueeze(1)).cpu()
+            per_layer.append((means, counts.cpu() > 0))
+        out = []
+        for c, n in enumerate(self.n_out):
+            lo = self.offsets[c]
+            out.append([_fill_empty(m[lo:lo + n], f[lo:lo + n]) for m, f in per_layer])
+        return out
+
+
+def _fill_empty(values: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
+    if bool(filled.all()):
+        return values
+    have = torch.nonzero(filled).squeeze(1)
+    if have.numel() == 0:
+        raise ValueError("no frame landed in any bin of a clip")
+    bins = torch.arange(len(values))
+    nearest = have[(bins.unsqueeze(1) - have.unsqueeze(0)).abs().argmin(dim=1)]
+    return values[nearest]

@@ -150,3 +150,25 @@ def test_cuda_on_a_machine_without_gpu(capsys, monkeypatch):
     assert "Use --device cpu" in capsys.readouterr().err
     assert _main(["run", "--device", "tpu9"]) == 2
     assert "is not a device" in capsys.readouterr().err
+
+
+def test_window_and_hop_override_reach_cache_key_and_results(tmp_path, fake_plugin):
+    out = tmp_path / "out"
+    args = ["run", "-e", "fake-spectral", "-t", "fake-tones", "--seeds", "1", "--no-progress",
+            "--num-workers", "0", "-o", str(out)]
+    assert _main(args) == 0
+    assert _main([*args, "--window-s", "0.5", "--hop-s", "0.25"]) == 0
+    from embench.results import RunResult
+
+    runs = [RunResult.model_validate_json(p.read_text()) for p in out.glob("run-*.json")]
+    runs.sort(key=lambda r: r.spec.window_s is not None)
+    default, custom = (r.results[0].preprocessing for r in runs)
+    assert (default.window_s, default.hop_s) == (1.0, 1.0)
+    assert (custom.window_s, custom.hop_s) == (0.5, 0.25)
+    assert default.cache_key != custom.cache_key
+    assert fake_plugin.encoder.info.window_s == 1.0  # the registered encoder is untouched
+
+
+def test_window_shorter_than_encoder_minimum(capsys, fake_plugin):
+    assert _main(["run", "-e", "fake-spectral", "-t", "fake-tones", "--window-s", "0.01"]) == 2
+    assert "shorter than fake-spectral accepts" in capsys.readouterr().err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from embench.windowing import n_output_frames, plan_windows, pool_layer
+from embench.windowing import FramePooler, n_output_frames, plan_windows
 
 
 def test_short_clip_is_one_window_of_its_own_length():
@@ -29,24 +29,45 @@ def test_exact_multiple_needs_no_extra_window():
     assert len(plan_windows(300, 10, 10.0, None)) == 3
 
 
+def _pool(pieces, duration_s, frame_rate):
+    """Pool one clip's windows ``(start s, span s, [F, D])`` with the batched pooler."""
+    pooler = FramePooler([duration_s], frame_rate, num_layers=1)
+    for start, span, frames in pieces:
+        pooler.add(0, [0], [start], [span], frames.unsqueeze(0))
+    return pooler.result()[0][0]
+
+
 def test_pool_averages_frames_into_bins():
     # 4 s at 4 native frames/s -> 1 Hz grid: each bin averages 4 frames
     frames = torch.arange(16, dtype=torch.float32).unsqueeze(1)
-    out = pool_layer([(0.0, 4.0, frames)], duration_s=4.0, frame_rate=1.0)
+    out = _pool([(0.0, 4.0, frames)], duration_s=4.0, frame_rate=1.0)
     assert out.squeeze(1).tolist() == [1.5, 5.5, 9.5, 13.5]
 
 
 def test_pool_averages_overlapping_windows():
     a = torch.zeros(2, 1)  # window 0-2 s
     b = torch.ones(2, 1)  # window 1-3 s (end-aligned overlap)
-    out = pool_layer([(0.0, 2.0, a), (1.0, 2.0, b)], duration_s=3.0, frame_rate=1.0)
+    out = _pool([(0.0, 2.0, a), (1.0, 2.0, b)], duration_s=3.0, frame_rate=1.0)
     assert out.squeeze(1).tolist() == [0.0, 0.5, 1.0]
 
 
-def test_empty_bins_take_nearest_native_frame():
+def test_empty_bins_take_nearest_filled_bin():
     one = torch.tensor([[7.0]])  # a single embedding for a 3 s clip
-    out = pool_layer([(0.0, 3.0, one)], duration_s=3.0, frame_rate=2.0)
+    out = _pool([(0.0, 3.0, one)], duration_s=3.0, frame_rate=2.0)
     assert out.shape == (6, 1) and torch.all(out == 7.0)
+    two = torch.tensor([[1.0], [5.0]])  # one embedding per 2 s window of a 4 s clip at 2 Hz
+    out = _pool([(0.0, 2.0, two[:1]), (2.0, 2.0, two[1:])], duration_s=4.0, frame_rate=2.0)
+    # frames land in bins 2 and 6; a tie (bin 4) goes to the earlier filled bin
+    assert out.squeeze(1).tolist() == [1.0, 1.0, 1.0, 1.0, 1.0, 5.0, 5.0, 5.0]
+
+
+def test_windows_of_many_clips_pool_in_one_call():
+    pooler = FramePooler([2.0, 3.0], frame_rate=1.0, num_layers=1)
+    frames = torch.tensor([[[1.0], [3.0]], [[10.0], [20.0]]])  # 2 windows x 2 frames
+    pooler.add(0, [0, 1], [0.0, 1.0], [2.0, 2.0], frames)
+    clip0, clip1 = (c[0].squeeze(1).tolist() for c in pooler.result())
+    assert clip0 == [1.0, 3.0]
+    assert clip1 == [10.0, 10.0, 20.0]  # bin 0 empty -> nearest filled bin
 
 
 def test_output_frame_count():
