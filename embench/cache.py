@@ -39,11 +39,26 @@ class CacheKey:
     compute_dtype: str
     dataset_id: str
     dataset_revision: str | None
+    weights_source: str | None = None  # local checkpoint fingerprint (pretrained weights only)
     format_version: int = CACHE_FORMAT_VERSION
 
     def digest(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def weights_fingerprint(weights_path: str | None) -> str | None:
+    """Identify a local checkpoint folder by its files' names, sizes and modification times, so
+    embeddings from a replaced or fine-tuned checkpoint never reuse entries of another."""
+    if not weights_path:
+        return None
+    root = Path(weights_path).expanduser().resolve()
+    entries = sorted(
+        f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+        for p in root.rglob("*") if p.is_file()
+    )
+    digest = hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
+    return f"{root}#{digest}"
 
 
 def tensor_name(clip_id: str, layer: int) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from embench.audio import load_audio
-from embench.cache import CacheKey, EmbeddingCache
+from embench.cache import CacheKey, EmbeddingCache, weights_fingerprint
 from embench.encoder import Encoder, Weights
 from embench.errors import AudioDecodeError, EmbenchError
 from embench.features import Features
@@ -57,10 +57,11 @@ def default_num_workers() -> int:
 
 
 def cache_key(encoder: Encoder, clips: ClipSet, weights: str, frame_rate: float,
-              device: torch.device) -> CacheKey:
+              device: torch.device, weights_path: str | None = None) -> CacheKey:
     info = encoder.info
     return CacheKey(
         encoder=info.name, encoder_version=info.version, weights=weights, revision=info.revision,
+        weights_source=weights_fingerprint(weights_path) if weights == "pretrained" else None,
         sample_rate=info.sample_rate, window_s=info.window_s, hop_s=info.hop_s,
         frame_rate=frame_rate, compute_dtype=compute_dtype(device),
         dataset_id=clips.dataset_id, dataset_revision=clips.dataset_revision,
@@ -169,7 +170,8 @@ def extract(
     settings = _Settings(device, frame_rate, batch_size,
                          default_num_workers() if num_workers is None else num_workers,
                          weights, weights_path, show_progress)
-    cache = EmbeddingCache(cache_root, cache_key(encoder, clips, weights, frame_rate, device))
+    cache = EmbeddingCache(cache_root, cache_key(encoder, clips, weights, frame_rate, device,
+                                                     weights_path))
     cache.prepare()
     done = cache.done_ids()
     todo = [c for c in clips if c.id not in done]

@@ -65,19 +65,36 @@ def load_model(model_cls: Any, model_id: str, revision: str | None, config: Any,
         return model.eval()
     if weights != "pretrained":
         raise ValueError(f"weights must be 'pretrained' or 'random', not {weights!r}")
-    local = local_checkpoint(model_id, weights_path)
-    source = str(local) if local else model_id
+    local = local_checkpoint(model_id, weights_path) or hub_snapshot(model_id, revision)
     try:
-        model = model_cls.from_pretrained(
-            source, config=config, revision=None if local else revision,
-            local_files_only=bool(local) or os.environ.get("HF_HUB_OFFLINE") == "1",
-            **kwargs,
-        )
+        model = model_cls.from_pretrained(str(local), config=config, local_files_only=True,
+                                          **kwargs)
     except (OSError, ValueError) as exc:
         raise missing_weights(model_id, revision, exc) from exc
     return model.eval()
 
 
+def hub_snapshot(model_id: str, revision: str | None) -> Path:
+    """The checkpoint folder in the Hugging Face cache, downloading it if the hub is reachable.
+
+    One listing call that fails fast offline (``from_pretrained`` on a hub id retries for
+    minutes). safetensors weights are preferred; ``pytorch_model.bin`` is fetched only for repos
+    that have nothing else, and transformers unpickles it with ``weights_only=True``.
+    """
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(model_id, revision=revision,
+                                        allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+        if not any(folder.glob("*.safetensors")):
+            folder = Path(snapshot_download(model_id, revision=revision,
+                                            allow_patterns=["*.json", "pytorch_model*.bin"]))
+    except Exception as exc:  # offline, unknown repo or revision, interrupted download
+        raise missing_weights(model_id, revision, exc) from exc
+    return folder
+
+
 def attention_kwargs(device: Any) -> dict[str, str]:
-    """SDPA on CUDA where the architecture supports it; eager elsewhere (exact and portable)."""
+    """Ask for SDPA explicitly on CUDA (so a missing kernel fails loudly rather than silently
+    falling back); elsewhere leave transformers' own default, which is SDPA where supported."""
     return {"attn_implementation": "sdpa"} if getattr(device, "type", "cpu") == "cuda" else {}

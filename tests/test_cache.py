@@ -20,6 +20,7 @@ def _key(**changes) -> CacheKey:
 
 @pytest.mark.parametrize("field,value", [
     ("encoder", "other"), ("encoder_version", "2"), ("weights", "random"), ("revision", "def"),
+    ("weights_source", "/ckpt#abc"),
     ("sample_rate", 24000), ("window_s", 10.0), ("hop_s", 2.5), ("frame_rate", 2.0),
     ("compute_dtype", "bf16-autocast"), ("dataset_id", "ds2"), ("dataset_revision", "r1"),
     ("format_version", 99),
@@ -72,3 +73,14 @@ def test_other_keys_do_not_share_entries(tmp_path):
     a.prepare()
     a.write_shard({"x": (1.0, [np.zeros((1, 2), np.float32)])})
     assert EmbeddingCache(tmp_path, _key(frame_rate=2.0)).done_ids() == set()
+
+
+def test_weights_fingerprint_follows_checkpoint_files(tmp_path):
+    from embench.cache import weights_fingerprint
+
+    assert weights_fingerprint(None) is None
+    (tmp_path / "model.safetensors").write_bytes(b"1234")
+    first = weights_fingerprint(str(tmp_path))
+    assert first == weights_fingerprint(str(tmp_path)) and first.startswith(str(tmp_path))
+    (tmp_path / "model.safetensors").write_bytes(b"123456")
+    assert weights_fingerprint(str(tmp_path)) != first
