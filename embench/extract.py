@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -68,8 +69,7 @@ def cache_key(encoder: Encoder, clips: ClipSet, weights: str, frame_rate: float,
     )
 
 
-@dataclass
-class _Decoded:
+class _Decoded(NamedTuple):  # a NamedTuple so DataLoader's pin_memory reaches the tensor
     clip_id: str
     audio: torch.Tensor | None
     error: str | None
@@ -92,6 +92,18 @@ class _DecodeDataset(torch.utils.data.Dataset):
         except AudioDecodeError as exc:
             return _Decoded(clip.id, None, exc.reason)
         return _Decoded(clip.id, torch.from_numpy(audio), None)
+
+
+def _groups(items, size: int):
+    """Consecutive lists of ``size`` items (the last may be shorter)."""
+    group = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def _worker_init(_: int) -> None:
@@ -123,20 +135,21 @@ def embed_waveforms(encoder: Encoder, waves: list[torch.Tensor], frame_rate: flo
         for w in plan_windows(len(wave), sr, info.window_s, info.hop_s):
             buckets[w.length].append((ci, w))
     pooler = FramePooler([len(w) / sr for w in waves], frame_rate, info.num_layers)
+    # Whole clips go to the device once (pinned by the DataLoader: asynchronous); windows are
+    # sliced and stacked there, so nothing in the loop waits for the GPU.
+    on_device = [w.to(device, non_blocking=True) for w in waves]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    for length in sorted(buckets):
-        items = buckets[length]
-        for b0 in range(0, len(items), batch_size):
-            chunk = items[b0:b0 + batch_size]
-            batch = torch.stack([waves[ci][w.start:w.end] for ci, w in chunk])
-            batch = batch.to(device, non_blocking=True)
-            with torch.inference_mode(), autocast:
-                layers = _as_layers(encoder.forward(batch), encoder)
-                clips = [ci for ci, _ in chunk]
-                starts = [w.start / sr for _, w in chunk]
-                spans = [w.length / sr for _, w in chunk]
-                for li, layer in enumerate(layers):
-                    pooler.add(li, clips, starts, spans, layer)
+    with torch.inference_mode(), autocast:
+        for length in sorted(buckets):
+            items = buckets[length]
+            for b0 in range(0, len(items), batch_size):
+                chunk = items[b0:b0 + batch_size]
+                batch = torch.stack([on_device[ci][w.start:w.end] for ci, w in chunk])
+                windows = pooler.windows([ci for ci, _ in chunk],
+                                         [w.start / sr for _, w in chunk],
+                                         [w.length / sr for _, w in chunk], device)
+                for li, layer in enumerate(_as_layers(encoder.forward(batch), encoder)):
+                    pooler.add(li, windows, layer)
     return [[layer.half().numpy() for layer in clip] for clip in pooler.result()]
 
 
@@ -204,17 +217,20 @@ def _extract_missing(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
 def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
                 s: _Settings) -> dict[str, str]:
     info = encoder.info
+    # One clip per worker task, so every worker decodes in parallel; the main process groups
+    # ``batch_size`` decoded clips, whose windows then form the forward batches.
     loader = torch.utils.data.DataLoader(
-        _DecodeDataset(todo, info.sample_rate), batch_size=s.batch_size,
-        num_workers=s.num_workers, collate_fn=list,
+        _DecodeDataset(todo, info.sample_rate), batch_size=None, num_workers=s.num_workers,
         worker_init_fn=_worker_init if s.num_workers else None,
-        pin_memory=s.device.type == "cuda", prefetch_factor=2 if s.num_workers else None,
+        pin_memory=s.device.type == "cuda",
+        prefetch_factor=max(2, 2 * s.batch_size // max(1, s.num_workers)) if s.num_workers
+        else None,
     )
     skipped: dict[str, str] = {}
     pending: list[Future] = []
     with ThreadPoolExecutor(max_workers=1) as writer, \
             ExtractionProgress(f"extract {info.name}", len(todo), s.show_progress) as bar:
-        for batch in loader:
+        for batch in _groups(loader, s.batch_size):
             ok = []
             for item in batch:
                 if item.error is not None:

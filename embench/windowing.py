@@ -65,23 +65,31 @@ class FramePooler:
         self.sums: list[torch.Tensor | None] = [None] * num_layers
         self.counts: list[torch.Tensor | None] = [None] * num_layers
 
-    def add(self, layer: int, clips: list[int], starts_s: list[float], spans_s: list[float],
-            frames: torch.Tensor) -> None:
-        """Add ``frames`` ``[windows, F, D]``; window ``i`` belongs to clip ``clips[i]`` and covers
-        ``[starts_s[i], starts_s[i] + spans_s[i])``."""
-        n_win, n_frames, dim = frames.shape
-        device = frames.device
-        start = torch.tensor(starts_s, dtype=torch.float64, device=device).unsqueeze(1)
-        span = torch.tensor(spans_s, dtype=torch.float64, device=device).unsqueeze(1)
-        centres = (torch.arange(n_frames, dtype=torch.float64, device=device) + 0.5) / n_frames
-        times = start + centres.unsqueeze(0) * span
-        last = torch.tensor([self.n_out[c] - 1 for c in clips], device=device).unsqueeze(1)
-        offset = torch.tensor([self.offsets[c] for c in clips], device=device).unsqueeze(1)
-        bins = torch.minimum((times * self.frame_rate).floor().long().clamp(min=0), last) + offset
+    def windows(self, clips: list[int], starts_s: list[float], spans_s: list[float],
+                device: torch.device) -> torch.Tensor:
+        """Describe one forward batch of windows (window ``i`` of clip ``clips[i]`` covers
+        ``[starts_s[i], starts_s[i] + spans_s[i])``) as one small device tensor, copied
+        asynchronously so the GPU queue is never drained for bookkeeping."""
+        meta = torch.tensor(
+            [[start, span, self.n_out[c] - 1, self.offsets[c]]
+             for c, start, span in zip(clips, starts_s, spans_s, strict=True)],
+            dtype=torch.float64,
+        )
+        if device.type == "cuda":
+            meta = meta.pin_memory()
+        return meta.to(device, non_blocking=True)
+
+    def add(self, layer: int, windows: torch.Tensor, frames: torch.Tensor) -> None:
+        """Add one layer's ``frames`` ``[windows, F, D]`` of the batch ``windows`` describes."""
+        n_frames, dim = frames.shape[1], frames.shape[2]
+        start, span, last, offset = (col.unsqueeze(1) for col in windows.unbind(1))
+        centres = (torch.arange(n_frames, dtype=torch.float64, device=frames.device) + 0.5)
+        times = start + centres.unsqueeze(0) * span / n_frames
+        bins = torch.minimum((times * self.frame_rate).floor().clamp(min=0), last) + offset
+        flat = bins.long().reshape(-1)
         if self.sums[layer] is None:
-            self.sums[layer] = torch.zeros(self.offsets[-1], dim, device=device)
-            self.counts[layer] = torch.zeros(self.offsets[-1], device=device)
-        flat = bins.reshape(-1)
+            self.sums[layer] = torch.zeros(self.offsets[-1], dim, device=frames.device)
+            self.counts[layer] = torch.zeros(self.offsets[-1], device=frames.device)
         self.sums[layer].index_add_(0, flat, frames.reshape(-1, dim).float())
         self.counts[layer].index_add_(0, flat, torch.ones_like(flat, dtype=torch.float32))
 

@@ -33,7 +33,8 @@ def _pool(pieces, duration_s, frame_rate):
     """Pool one clip's windows ``(start s, span s, [F, D])`` with the batched pooler."""
     pooler = FramePooler([duration_s], frame_rate, num_layers=1)
     for start, span, frames in pieces:
-        pooler.add(0, [0], [start], [span], frames.unsqueeze(0))
+        windows = pooler.windows([0], [start], [span], torch.device("cpu"))
+        pooler.add(0, windows, frames.unsqueeze(0))
     return pooler.result()[0][0]
 
 
@@ -64,7 +65,7 @@ def test_empty_bins_take_nearest_filled_bin():
 def test_windows_of_many_clips_pool_in_one_call():
     pooler = FramePooler([2.0, 3.0], frame_rate=1.0, num_layers=1)
     frames = torch.tensor([[[1.0], [3.0]], [[10.0], [20.0]]])  # 2 windows x 2 frames
-    pooler.add(0, [0, 1], [0.0, 1.0], [2.0, 2.0], frames)
+    pooler.add(0, pooler.windows([0, 1], [0.0, 1.0], [2.0, 2.0], torch.device("cpu")), frames)
     clip0, clip1 = (c[0].squeeze(1).tolist() for c in pooler.result())
     assert clip0 == [1.0, 3.0]
     assert clip1 == [10.0, 10.0, 20.0]  # bin 0 empty -> nearest filled bin
