@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from embench import plugins
@@ -28,3 +30,15 @@ def fake_plugin():
     plugins.register_plugin(plugin, name="fake")
     yield plugin
     plugins.unregister_plugin("fake")
+
+
+@pytest.fixture
+def hf_warnings():
+    """Records what transformers logs at warning level (e.g. its LOAD REPORT)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)

@@ -9,32 +9,24 @@ import sys
 import pytest
 
 from embench import MissingWeightsError, hookimpl, plugins
-from embench.cli import main
 from tests.fakes import SpectralEncoder
-
-
-def _main(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
+from tests.helpers_cli import run_main
 
 
 def test_unknown_encoder_exit_2_with_did_you_mean_and_no_traceback(capsys):
-    assert _main(["run", "--encoders", "melspek"]) == 2
+    assert run_main(["run", "--encoders", "melspek"]) == 2
     err = capsys.readouterr().err
     assert "Did you mean 'melspec'" in err and "Traceback" not in err
 
 
 def test_unknown_task_lists_available(capsys, fake_plugin):
-    assert _main(["run", "-e", "fake-spectral", "-t", "fake-tone"]) == 2
+    assert run_main(["run", "-e", "fake-spectral", "-t", "fake-tone"]) == 2
     err = capsys.readouterr().err
     assert "Unknown task 'fake-tone'" in err and "fake-tones" in err
 
 
 def test_unknown_protocol_is_a_usage_error(capsys, fake_plugin):
-    assert _main(["run", "-e", "fake-spectral", "-t", "fake-tones", "-p", "prob"]) == 2
+    assert run_main(["run", "-e", "fake-spectral", "-t", "fake-tones", "-p", "prob"]) == 2
     assert "Available protocol of task 'fake-tones's: centroid" in capsys.readouterr().err
 
 
@@ -53,7 +45,7 @@ def _env(tmp_path):
 
 
 def test_plugins_json(capsys):
-    assert _main(["plugins", "--json"]) == 0
+    assert run_main(["plugins", "--json"]) == 0
     rows = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
     assert rows["melspec"]["encoders"] == ["melspec"] and rows["melspec"]["version"]
 
@@ -62,14 +54,14 @@ def test_plugins_text_shows_conflicts(capsys, fake_plugin):
     from tests.fakes import FakePlugin
 
     plugins.register_plugin(FakePlugin(), name="copycat")
-    assert _main(["plugins"]) == 0
+    assert run_main(["plugins"]) == 0
     out = capsys.readouterr().out
     assert "fake 0" not in out and "CONFLICT" in out and "'copycat'" in out
-    assert _main(["run", "-e", "fake-spectral", "-t", "fake-tones"]) == 2
+    assert run_main(["run", "-e", "fake-spectral", "-t", "fake-tones"]) == 2
 
 
 def test_list_json(capsys, fake_plugin):
-    assert _main(["list", "--json"]) == 0
+    assert run_main(["list", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["encoders"]["fake-spectral"]["sample_rate"] == 16000
     assert data["tasks"]["fake-tones"]["main_score"] == "accuracy"
@@ -77,7 +69,7 @@ def test_list_json(capsys, fake_plugin):
 
 @pytest.mark.parametrize("seeds", ["0", "x", "1,1"])
 def test_bad_seeds(capsys, seeds):
-    assert _main(["run", "--seeds", seeds]) == 2
+    assert run_main(["run", "--seeds", seeds]) == 2
     assert "--seeds" in capsys.readouterr().err
 
 
@@ -98,7 +90,7 @@ def test_failing_pair_is_recorded_and_others_still_run(tmp_path, capsys, fake_pl
 
     plugins.register_plugin(Offline(), name="offline")
     out = tmp_path / "out"
-    code = _main(["run", "-e", "needs-weights,fake-spectral", "-t", "fake-tones", "--seeds", "2",
+    code = run_main(["run", "-e", "needs-weights,fake-spectral", "-t", "fake-tones", "--seeds", "2",
                   "--no-progress", "--num-workers", "0", "-o", str(out)])
     assert code == 1
     (result_file,) = out.glob("run-*.json")
@@ -114,7 +106,7 @@ def test_failing_pair_is_recorded_and_others_still_run(tmp_path, capsys, fake_pl
 
 def test_result_json_has_provenance_and_summary(tmp_path, fake_plugin):
     out = tmp_path / "out"
-    assert _main(["run", "-e", "fake-spectral", "-t", "fake-tones", "--seeds", "0,7",
+    assert run_main(["run", "-e", "fake-spectral", "-t", "fake-tones", "--seeds", "0,7",
                   "--no-progress", "--num-workers", "0", "-o", str(out)]) == 0
     from embench.results import RunResult
 
@@ -131,14 +123,14 @@ def test_result_json_has_provenance_and_summary(tmp_path, fake_plugin):
 def test_unwritable_output_dir_is_a_clear_error(tmp_path, capsys, fake_plugin):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    assert _main(["run", "-e", "fake-spectral", "-t", "fake-tones", "-o",
+    assert run_main(["run", "-e", "fake-spectral", "-t", "fake-tones", "-o",
                   str(blocker / "out")]) == 2
     assert "Choose a writable folder with --output-dir" in capsys.readouterr().err
 
 
 def test_leaderboard_without_results_says_what_to_do(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert _main(["leaderboard"]) == 2
+    assert run_main(["leaderboard"]) == 2
     assert "run `embench run` first" in capsys.readouterr().err
 
 
@@ -146,9 +138,9 @@ def test_cuda_on_a_machine_without_gpu(capsys, monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert _main(["run", "--device", "cuda"]) == 2
+    assert run_main(["run", "--device", "cuda"]) == 2
     assert "Use --device cpu" in capsys.readouterr().err
-    assert _main(["run", "--device", "tpu9"]) == 2
+    assert run_main(["run", "--device", "tpu9"]) == 2
     assert "is not a device" in capsys.readouterr().err
 
 
@@ -156,8 +148,8 @@ def test_window_and_hop_override_reach_cache_key_and_results(tmp_path, fake_plug
     out = tmp_path / "out"
     args = ["run", "-e", "fake-spectral", "-t", "fake-tones", "--seeds", "1", "--no-progress",
             "--num-workers", "0", "-o", str(out)]
-    assert _main(args) == 0
-    assert _main([*args, "--window-s", "0.5", "--hop-s", "0.25"]) == 0
+    assert run_main(args) == 0
+    assert run_main([*args, "--window-s", "0.5", "--hop-s", "0.25"]) == 0
     from embench.results import RunResult
 
     runs = [RunResult.model_validate_json(p.read_text()) for p in out.glob("run-*.json")]
@@ -170,5 +162,5 @@ def test_window_and_hop_override_reach_cache_key_and_results(tmp_path, fake_plug
 
 
 def test_window_shorter_than_encoder_minimum(capsys, fake_plugin):
-    assert _main(["run", "-e", "fake-spectral", "-t", "fake-tones", "--window-s", "0.01"]) == 2
+    assert run_main(["run", "-e", "fake-spectral", "-t", "fake-tones", "--window-s", "0.01"]) == 2
     assert "shorter than fake-spectral accepts" in capsys.readouterr().err

@@ -5,7 +5,6 @@ feature normalisation against the real ``Wav2Vec2FeatureExtractor``, and the CLI
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,10 @@ from safetensors.torch import save_file
 from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
 from embench import Encoder, MissingWeightsError, hookimpl, plugins
-from embench.cli import main
 from embench.extract import embed_waveforms
 from embench_plugins import mert
 from embench_plugins.hf_speech import zero_mean_unit_var
+from tests.helpers_cli import run_main
 
 SR = 24_000
 CPU = torch.device("cpu")
@@ -30,12 +29,6 @@ def _noise(batch: int, seconds: float, seed: int = 0) -> torch.Tensor:
     return 0.1 * torch.randn(batch, int(seconds * SR), generator=gen) + 0.05
 
 
-def _main(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +49,6 @@ def tiny(tiny_dir) -> mert.MertEncoder:
     enc = mert.MertEncoder("mert-v1-95m", config=HubertConfig(**TINY))
     enc.load(CPU, "pretrained", weights_path=str(tiny_dir))
     return enc
-
-
-@pytest.fixture
-def hf_warnings():
-    """Records what transformers logs at warning level (e.g. its LOAD REPORT)."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append
-    logger = logging.getLogger("transformers")
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
 
 
 def test_info_of_real_variants() -> None:
@@ -277,7 +258,7 @@ def test_cli_random_weights_end_to_end(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("EMBENCH_LOAD_PLUGINS", "toy")  # the toy tasks, not the real MERT
     plugins.register_plugin(_TinyMert(), name="tiny-mert")
     out = tmp_path / "out"
-    assert _main(["run", "--encoders", "mert-v1-95m", "--weights", "random", "--tasks",
+    assert run_main(["run", "--encoders", "mert-v1-95m", "--weights", "random", "--tasks",
                   "toy-genres", "--seeds", "1", "--no-progress", "--num-workers", "0",
                   "-o", str(out)]) == 0
     (result_file,) = out.glob("run-*.json")
@@ -293,7 +274,7 @@ def test_cli_missing_weights_fail_one_pair_only(tmp_path, monkeypatch, capsys) -
     plugins.register_plugin(mert, name="mert")
     plugins.register_plugin(FakePlugin(), name="fake")
     out = tmp_path / "out"
-    code = _main(["run", "-e", "mert-v1-95m,fake-spectral", "-t", "fake-tones", "--seeds", "1",
+    code = run_main(["run", "-e", "mert-v1-95m,fake-spectral", "-t", "fake-tones", "--seeds", "1",
                   "--no-progress", "--num-workers", "0", "-o", str(out)])
     assert code == 1
     result = json.loads(next(out.glob("run-*.json")).read_text())

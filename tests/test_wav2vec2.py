@@ -21,10 +21,10 @@ from transformers import (
 )
 
 from embench import Encoder, MissingWeightsError, hookimpl, plugins
-from embench.cli import main
 from embench.extract import embed_waveforms
 from embench_plugins import wav2vec2
 from embench_plugins.hf_speech import BASE_ARCH, zero_mean_unit_var
+from tests.helpers_cli import run_main
 
 SR = 16_000
 CPU = torch.device("cpu")
@@ -60,18 +60,6 @@ def tiny(tiny_dir) -> wav2vec2.Wav2Vec2Encoder:
     enc = _tiny_encoder()
     enc.load(CPU, "pretrained", weights_path=str(tiny_dir))
     return enc
-
-
-@pytest.fixture
-def hf_warnings():
-    """Records what transformers logs at warning level (e.g. its LOAD REPORT)."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append
-    logger = logging.getLogger("transformers")
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
 
 
 def _reports(records: list[logging.LogRecord]) -> list[str]:
@@ -249,11 +237,9 @@ def test_cli_pretrained_from_weights_dir(tmp_path, tiny_dir, monkeypatch) -> Non
     plugins.register_plugin(_TinyWav2Vec2(), name="tiny-wav2vec2")
     plugins.register_plugin(FakePlugin(), name="fake")
     out = tmp_path / "out"
-    try:
-        main(["run", "-e", "wav2vec2-base", "-t", "fake-tones", "--seeds", "1", "--no-progress",
-              "--num-workers", "0", "--weights-dir", str(tiny_dir), "-o", str(out)])
-    except SystemExit as exc:
-        assert exc.code in (0, None)
+    assert run_main(["run", "-e", "wav2vec2-base", "-t", "fake-tones", "--seeds", "1",
+                     "--no-progress", "--num-workers", "0", "--weights-dir", str(tiny_dir),
+                     "-o", str(out)]) == 0
     (result,) = json.loads(next(out.glob("run-*.json")).read_text())["results"]
     assert (result["encoder"], result["weights"]) == ("wav2vec2-base", "pretrained")
     assert [s["clip_id"] for s in result["skipped"]] == ["broken"]
