@@ -170,7 +170,8 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
     output_dir.mkdir(parents=True, exist_ok=True)
     ctx = EvalContext(clips=clips, protocol=protocol, seeds=list(spec.seeds), device=device,
                       output_dir=output_dir, features=features,
-                      encoder=None if features is not None else encoder, log=log)
+                      encoder=None if features is not None else encoder,
+                      weights=spec.weights, weights_path=spec.weights_path, log=log)
     evaluation = task.evaluate(ctx)
     _check_evaluation(task, evaluation, len(spec.seeds))
     info = encoder.info

@@ -103,7 +103,8 @@ class ClipSet:
 @dataclass
 class EvalContext:
     """Everything a protocol may use. ``features`` is set for protocols that read cached
-    embeddings; ``encoder`` for protocols that need the model (fine-tuning)."""
+    embeddings; ``encoder`` (not yet loaded) for protocols that need the model (fine-tuning),
+    which load it with ``encoder.load(device, weights, weights_path)``."""
 
     clips: ClipSet
     protocol: str
@@ -112,6 +113,8 @@ class EvalContext:
     output_dir: Path
     features: Features | None = None
     encoder: Encoder | None = None
+    weights: str = "pretrained"
+    weights_path: str | None = None
     log: Callable[[str], None] = print
 
 
