@@ -1,4 +1,4 @@
-"""The ``embench`` command line: run, list, plugins, leaderboard.
+"""The ``embench`` command line: run, list, plugins, leaderboard, plot.
 
 Errors a user can fix (unknown names, missing data or weights) print one message that says what
 to do and exit with code 2, no traceback (``EMBENCH_DEBUG=1`` shows it). ``run`` exits 1 when
@@ -191,6 +191,21 @@ def leaderboard(paths: tuple[str, ...], output: str | None) -> None:
         click.echo(f"Leaderboard: {output}")
     else:
         click.echo(render_markdown(runs))
+
+
+@cli.command()
+@click.argument("result_file", type=click.Path(dir_okay=False))
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), default=None,
+              help="Where the PNGs go (default: run-<id>-plots/ next to RESULT_FILE).")
+def plot(result_file: str, output_dir: str | None) -> None:
+    """Draw PNGs for each classification result of a run: test confusion matrix, validation
+    accuracy by layer, and a PCA of cached clip means (needs matplotlib: embench[plots])."""
+    from embench.plots import plot_run
+
+    written = plot_run(Path(result_file), Path(output_dir) if output_dir else None,
+                       log=lambda m: click.echo(m, err=True))
+    for path in written:
+        click.echo(str(path))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +39,11 @@ class MLPConfig:
     batch_size: int = 64
     max_epochs: int = 100
     patience: int = 10
-    lrs: tuple[float, ...] = (1e-4, 1e-3)
+    # Two points bracketing 1e-3 (MARBLE's grid spans 5e-5..1e-2): small enough to run in
+    # seconds on 2 cores, a grid nonetheless (a single fixed lr is what made MARBLE's numbers
+    # hard to reproduce).
+    lrs: tuple[float, ...] = (5e-4, 2e-3)
+    threads: int = 1  # torch threads while training: same numbers on any machine, no spinning
     weighted_sum: bool = True
 
 
@@ -327,6 +332,26 @@ def fit_mlp_probe(train: Sequence[np.ndarray], y_train: np.ndarray, valid: Seque
     groups = _width_groups(train)
     weighted = cfg.weighted_sum and len(groups) == 1 and len(train) > 1
     order: list[LayerChoice] = [*range(len(train)), *([WEIGHTED_SUM] if weighted else [])]
+    with _torch_threads(cfg.threads):
+        return _fit_mlp(zt, zv, yt, yv, groups, weighted, order, std, n_classes, seed, cfg,
+                        len(train))
+
+
+@contextmanager
+def _torch_threads(n: int):
+    """Run with ``n`` torch threads. One thread by default: the probe's matrices are small, so a
+    second thread gains little, an oversubscribed OpenMP pool (decode workers, other processes)
+    turns each op into a scheduler wait, and float sums then do not depend on the core count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _fit_mlp(zt, zv, yt, yv, groups, weighted, order, std, n_classes, seed, cfg,
+             num_layers) -> FittedProbe:
     candidates: list[CandidateScore] = []
     snaps: dict[tuple[LayerChoice, float], dict[str, torch.Tensor]] = {}
     for g, layer_ids in enumerate(groups):
@@ -345,6 +370,6 @@ def fit_mlp_probe(train: Sequence[np.ndarray], y_train: np.ndarray, valid: Seque
     return FittedProbe(
         kind="mlp", layer=chosen.layer, hparam_name="lr", hparam=chosen.hparam,
         epoch=chosen.epoch, valid_accuracy=chosen.valid_accuracy, candidates=candidates,
-        num_layers=len(train), layer_weights=weights,
+        num_layers=num_layers, layer_weights=weights,
         _predict=_mlp_predictor(std, chosen.layer, snap),
     )
