@@ -176,7 +176,7 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
     _check_evaluation(task, evaluation, len(spec.seeds))
     info = encoder.info
     used = set(features.clip_ids) if features is not None else {c.id for c in clips}
-    return TaskResult(
+    result = TaskResult(
         encoder=info.name, encoder_revision=info.revision, weights=spec.weights,
         task=task.name, task_version=task.info.version, dataset_id=clips.dataset_id,
         dataset_revision=clips.dataset_revision, protocol=protocol, split_id=clips.split_id,
@@ -195,6 +195,24 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
         flags=evaluation.flags, details=evaluation.details,
         duration_s=round(time.perf_counter() - start, 3),
     )
+    _write_plots(result, output_dir, features, clips, log)
+    return result
+
+
+def _write_plots(result: TaskResult, output_dir: Path, features, clips: ClipSet, log) -> None:
+    """Confusion matrix, layer curve and PCA beside the pair's outputs, when matplotlib is
+    installed (the ``plots`` extra); a plotting problem never costs the scores."""
+    from embench import plots
+
+    if not plots.is_classification(result):
+        return
+    try:
+        plots.write_classification_plots(result, output_dir, features, clips)
+    except EmbenchError as exc:  # matplotlib missing: say how to get the pictures
+        log(f"no plots for {result.encoder} on {result.task}: {exc}")
+    except Exception as exc:
+        log(f"plotting {result.encoder} on {result.task} failed ({type(exc).__name__}: {exc}); "
+            f"the scores are unaffected")
 
 
 def _check_evaluation(task: Task, evaluation: Evaluation, n_seeds: int) -> None:
