@@ -37,6 +37,7 @@ __all__ = [
     "TaskInfo",
     "__version__",
     "evaluate_classification",
+    "finetune_classification",
     "hookimpl",
     "load_audio",
 ]
@@ -45,11 +46,13 @@ if TYPE_CHECKING:
     from embench.audio import load_audio
     from embench.classification import evaluate_classification
     from embench.features import Features
+    from embench.finetune import finetune_classification
 
 _LAZY = {
     "load_audio": "embench.audio",
     "Features": "embench.features",
     "evaluate_classification": "embench.classification",
+    "finetune_classification": "embench.finetune",
 }
 
 

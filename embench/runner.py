@@ -175,7 +175,10 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
     evaluation = task.evaluate(ctx)
     _check_evaluation(task, evaluation, len(spec.seeds))
     info = encoder.info
+    skipped = dict(features.skipped) if features is not None else {}
+    skipped.update(evaluation.skipped)
     used = set(features.clip_ids) if features is not None else {c.id for c in clips}
+    used -= set(skipped)
     result = TaskResult(
         encoder=info.name, encoder_revision=info.revision, weights=spec.weights,
         task=task.name, task_version=task.info.version, dataset_id=clips.dataset_id,
@@ -185,8 +188,7 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
         summary={m: ScoreSummary.from_values(v) for m, v in evaluation.scores.items()},
         train_scores=evaluation.train_scores, baselines=evaluation.baselines,
         n_clips={s: sum(c.split == s and c.id in used for c in clips) for s in clips.counts()},
-        skipped=[SkippedClip(clip_id=c, reason=r)
-                 for c, r in (features.skipped.items() if features else [])],
+        skipped=[SkippedClip(clip_id=c, reason=r) for c, r in skipped.items()],
         missing=[SkippedClip(clip_id=c, reason=r) for c, r in clips.missing],
         preprocessing=Preprocessing(sample_rate=info.sample_rate, window_s=info.window_s,
                                     hop_s=info.hop_s, frame_rate=spec.frame_rate,

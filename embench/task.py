@@ -128,6 +128,8 @@ class Evaluation:
     baselines: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # clip id -> reason, for protocols
+    # that decode audio themselves (fine-tuning); frozen protocols' skips come from the cache
 
 
 class Task(ABC):

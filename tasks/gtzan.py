@@ -83,11 +83,8 @@ def run_protocol(ctx: EvalContext) -> Evaluation:
 
         return evaluate_classification(ctx, kind="mlp" if ctx.protocol == "probe" else "linear")
     if ctx.protocol == "finetune":
-        try:
-            from embench.finetune import finetune_classification
-        except ImportError as exc:
-            raise EmbenchError(f"the finetune protocol needs embench.finetune, which did not "
-                               f"import ({exc}); upgrade embench.") from None
+        from embench import finetune_classification
+
         return finetune_classification(ctx)
     raise EmbenchError(f"GTZAN has no protocol {ctx.protocol!r}; choose one of {PROTOCOLS}.")
 
