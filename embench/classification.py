@@ -16,7 +16,7 @@ import numpy as np
 
 from embench.errors import EmbenchError
 from embench.linear_probe import LinearConfig, fit_linear_probe
-from embench.probes import FittedProbe, MLPConfig, fit_mlp_probe
+from embench.probes import WEIGHTED_SUM, FittedProbe, MLPConfig, fit_mlp_probe
 from embench.stats import bootstrap_ci
 from embench.task import SPLITS, EvalContext, Evaluation
 
@@ -145,6 +145,7 @@ def evaluate_classification(
     cs: Sequence[float] | None = None,
     mlp_config: MLPConfig | None = None,
     n_bootstrap: int = 1000,
+    chunk_s: float | None = None,
 ) -> Evaluation:
     """Score ``ctx.features`` with a frozen probe, once per seed in ``ctx.seeds``.
 
@@ -156,6 +157,12 @@ def evaluate_classification(
     details with each seed's chosen layer, hyper-parameter and epoch, the per-layer validation
     curve, the test confusion matrix, and a bootstrap 95% CI of the first seed's test accuracy.
     Raises :class:`EmbenchError` for an empty split or a class without training clips.
+
+    ``chunk_s`` (MLP only) adds chunk-level training: once the layer (or weighted sum) and the
+    learning rate are chosen on clip means, the probe is trained again on ``chunk_s``-second
+    chunks of every train clip (each labelled with its clip's class), early-stopped on
+    validation accuracy of clip predictions (chunk probabilities averaged per clip), and
+    scored the same way on test. Clips shorter than two chunks make it a no-op.
     """
     if kind not in PROBES:
         raise EmbenchError(f"Unknown probe {kind!r}; choose one of {sorted(PROBES)}.")
@@ -179,11 +186,22 @@ def evaluate_classification(
             probe = PROBES[kind](train.layers, train.y, valid.layers, valid.y, n_classes, seed,
                                  config)
             linear_fit = probe if kind == "linear" else None
-        pred = probe.predict(test.layers)
+        chunked = None
+        if kind == "mlp" and chunk_s is not None:
+            chunked = _chunk_stage(ctx.features, data, probe, config, n_classes, seed, chunk_s)
+        if chunked is None:
+            pred, train_pred = probe.predict(test.layers), probe.predict(train.layers)
+        else:
+            final, rows = chunked
+            pred = final.predict(rows["test"][0], rows["test"][1])
+            train_pred = final.predict(rows["train"][0], rows["train"][1])
         scores["accuracy"].append(_percent(test.y, pred))
         scores["macro_f1"].append(_macro_f1(test.y, pred, n_classes))
-        train_acc.append(_percent(train.y, probe.predict(train.layers)))
+        train_acc.append(_percent(train.y, train_pred))
         per_seed.append(_seed_details(seed, probe, _confusion(test.y, pred, n_classes)))
+        if chunked is not None:
+            per_seed[-1].update(selection_epoch=probe.epoch, epoch=final.epoch, chunk_s=chunk_s,
+                                chunk_valid_accuracy=final.valid_accuracy * 100.0)
         if i == 0:
             low, high = bootstrap_ci(test.y, pred, _percent, n_resamples=n_bootstrap, seed=seed)
             ci = {"seed": seed, "low": low, "high": high, "n_resamples": n_bootstrap}
@@ -207,3 +225,36 @@ def evaluate_classification(
         baselines=classification_baselines(train.y, test.y, n_classes),
         details=details,
     )
+
+
+def _chunk_rows(features, ids: list[str], layers: list[int], chunk_frames: int
+                ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per layer ``[rows, D]`` means of consecutive chunks of each clip's cached frames (a clip
+    is split into ``round(frames / chunk_frames)`` near-equal chunks, at least one), and the
+    row -> clip index map."""
+    per_layer, groups = [], np.zeros(0, dtype=np.int64)
+    for layer in layers:
+        rows, owner = [], []
+        for ci, frames in enumerate(features.frames(layer, ids)):
+            n = max(1, round(len(frames) / chunk_frames))
+            rows.extend(part.mean(axis=0) for part in np.array_split(frames, n))
+            owner.extend([ci] * n)
+        per_layer.append(np.stack(rows).astype(np.float32))
+        groups = np.asarray(owner, dtype=np.int64)
+    return per_layer, groups
+
+
+def _chunk_stage(features, data: dict[str, _SplitData], probe: FittedProbe, config: MLPConfig,
+                 n_classes: int, seed: int, chunk_s: float):
+    """Retrain the chosen candidate on chunks; None when no clip has two chunks."""
+    chunk_frames = max(1, round(chunk_s * features.cache.key.frame_rate))
+    weighted = probe.layer == WEIGHTED_SUM
+    layers = list(range(len(data["train"].layers))) if weighted else [int(probe.layer)]
+    rows = {split: _chunk_rows(features, d.ids, layers, chunk_frames) for split, d in data.items()}
+    if all(len(g) == len(data[s].ids) for s, (_, g) in rows.items()):
+        return None
+    (tr, tr_g), (va, va_g) = rows["train"], rows["valid"]
+    cfg = replace(config, lrs=(probe.hparam,), weighted_sum=weighted, per_layer=not weighted)
+    final = fit_mlp_probe(tr, data["train"].y[tr_g], va, data["valid"].y, n_classes, seed, cfg,
+                          valid_groups=va_g)
+    return final, rows

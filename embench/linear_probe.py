@@ -52,7 +52,7 @@ def fit_linear_probe(train: Sequence[np.ndarray], y_train: np.ndarray, valid: Se
     def predict(layers: list[np.ndarray]) -> np.ndarray:
         if len(layers) != len(std.means):
             raise ValueError(f"expected {len(std.means)} layers, got {len(layers)}")
-        return model.predict(std.transform_layer(layer, layers[layer]))
+        return model.predict_proba(std.transform_layer(layer, layers[layer]))
 
     return FittedProbe(
         kind="linear", layer=layer, hparam_name="C", hparam=chosen.hparam, epoch=None,

@@ -44,6 +44,7 @@ class MLPConfig:
     # hard to reproduce).
     lrs: tuple[float, ...] = (5e-4, 2e-3)
     threads: int = 1  # torch threads while training: same numbers on any machine, no spinning
+    per_layer: bool = True  # False: only the weighted sum is a candidate (needs weighted_sum)
     weighted_sum: bool = True
 
 
@@ -72,9 +73,15 @@ class FittedProbe:
     layer_weights: list[float] | None = None
     _predict: Callable[[list[np.ndarray]], np.ndarray] = field(default=None, repr=False)
 
-    def predict(self, layers: Sequence[np.ndarray]) -> np.ndarray:
-        """Class indices for ``layers`` (one ``[N, D_l]`` array per layer, unstandardised)."""
-        return self._predict(list(layers))
+    def predict(self, layers: Sequence[np.ndarray], groups: np.ndarray | None = None
+                ) -> np.ndarray:
+        """Class indices for ``layers`` (one ``[N, D_l]`` array per layer, unstandardised).
+        With ``groups`` (row -> clip index ``0..G-1``, e.g. chunks of clips), one prediction per
+        group from the rows' mean class probabilities."""
+        proba = self._predict(list(layers))
+        if groups is not None:
+            proba = group_mean(proba, np.asarray(groups))
+        return proba.argmax(-1)
 
     def layer_curve(self) -> tuple[list[float], float | None]:
         """Best validation accuracy of each layer over the hyper-parameter grid, and of the
@@ -90,6 +97,14 @@ class FittedProbe:
 
 
 # -- shared helpers ------------------------------------------------------------------------------
+def group_mean(rows: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Mean of ``rows [N, K]`` per group id (``0..G-1``), ``[G, K]``."""
+    n_groups = int(groups.max()) + 1
+    sums = np.zeros((n_groups, rows.shape[1]), dtype=np.float64)
+    np.add.at(sums, groups, rows)
+    return sums / np.bincount(groups, minlength=n_groups)[:, None]
+
+
 @dataclass
 class _Standardiser:
     """Per-layer z-scoring with train-split statistics only (constant features keep scale 1)."""
@@ -206,9 +221,17 @@ class _Stack:
         (loss / batch).backward()
         self.opt.step()
 
-    def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor,
+                 groups: torch.Tensor | None = None) -> list[float]:
+        """Per-candidate accuracy on ``x``; with ``groups`` (row -> clip), of clip predictions
+        from the mean class probabilities of each clip's rows (``y`` then holds clip labels)."""
         with torch.no_grad():
-            return (self.logits(self.inputs(x)).argmax(-1) == y).float().mean(1).tolist()
+            logits = self.logits(self.inputs(x))
+            if groups is not None:
+                probs = logits.softmax(-1)
+                agg = torch.zeros(probs.shape[0], len(y), probs.shape[2], dtype=probs.dtype)
+                logits = agg.index_add_(1, groups, probs)
+            return (logits.argmax(-1) == y).float().mean(1).tolist()
 
     def snapshot(self, pos: int) -> dict[str, torch.Tensor]:
         snap = {k: self.p[k][pos].detach().clone() for k in _PARAM_NAMES}
@@ -260,7 +283,7 @@ def _train_epoch(stacks: list[_Stack], xt: torch.Tensor, yt: torch.Tensor, cfg: 
 
 def _train_stacked(xt: torch.Tensor, yt: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor,
                    weighted: bool, n_classes: int, lr: float, cfg: MLPConfig,
-                   seed: int) -> _RunResult:
+                   seed: int, gv: torch.Tensor | None = None) -> _RunResult:
     """Train one MLP per layer of ``xt [L, N, D]`` (plus, if ``weighted``, one on the learned
     weighted sum, candidate ``L``) with per-candidate early stopping on validation accuracy, and
     keep each one's best-epoch weights. A later epoch replaces the best only if strictly better,
@@ -268,6 +291,8 @@ def _train_stacked(xt: torch.Tensor, yt: torch.Tensor, xv: torch.Tensor, yv: tor
     gen = torch.Generator().manual_seed(seed)
     n_layers, _, dim = xt.shape
     stacks = [_Stack(list(range(n_layers)), dim, n_classes, lr, cfg, gen)]
+    if weighted and not cfg.per_layer:
+        stacks = []
     if weighted:
         stacks.append(_Stack([n_layers], dim, n_classes, lr, cfg, gen, mix_layers=n_layers))
     n_cand = n_layers + int(weighted)
@@ -276,7 +301,7 @@ def _train_stacked(xt: torch.Tensor, yt: torch.Tensor, xv: torch.Tensor, yv: tor
     for epoch in range(1, cfg.max_epochs + 1):
         _train_epoch(stacks, xt, yt, cfg, gen)
         for stack in stacks:
-            for pos, acc in enumerate(stack.accuracy(xv, yv)):
+            for pos, acc in enumerate(stack.accuracy(xv, yv, gv)):
                 c = stack.ids[pos]
                 if acc > best_acc[c]:
                     best_acc[c], best_epoch[c], best[c] = acc, epoch, stack.snapshot(pos)
@@ -311,29 +336,35 @@ def _mlp_predictor(std: _Standardiser, layer: LayerChoice,
             else:
                 x = torch.from_numpy(std.transform_layer(int(layer), layers[int(layer)]))
             h = torch.relu(x @ snap["w1"] + snap["b1"])
-            return (h @ snap["w2"] + snap["b2"]).argmax(-1).numpy()
+            return torch.softmax(h @ snap["w2"] + snap["b2"], -1).numpy()
 
     return predict
 
 
 def fit_mlp_probe(train: Sequence[np.ndarray], y_train: np.ndarray, valid: Sequence[np.ndarray],
                   y_valid: np.ndarray, n_classes: int, seed: int,
-                  config: MLPConfig | None = None) -> FittedProbe:
+                  config: MLPConfig | None = None,
+                  valid_groups: np.ndarray | None = None) -> FittedProbe:
     """Fit the MLP probe for one seed and pick layer / weighted sum, learning rate and epoch by
     validation accuracy. ``train``/``valid`` hold one ``[N, D_l]`` array per layer; labels are
     class indices ``0..n_classes-1``. The weighted sum is a candidate only when all layers share
-    one width (and there is more than one layer)."""
+    one width (and there is more than one layer). With ``valid_groups`` (valid row -> clip index,
+    for chunk-level training) ``y_valid`` holds one label per clip and validation accuracy is
+    measured on clip predictions aggregated over each clip's rows."""
     cfg = config or MLPConfig()
-    _check_inputs(train, y_train, valid, y_valid)
+    groups_v = None if valid_groups is None else np.asarray(valid_groups)
+    y_valid = np.asarray(y_valid)
+    _check_inputs(train, y_train, valid, y_valid if groups_v is None else y_valid[groups_v])
     std = _Standardiser.fit(train)
     zt, zv = std.transform(train), std.transform(valid)
     yt = torch.as_tensor(np.asarray(y_train), dtype=torch.long)
-    yv = torch.as_tensor(np.asarray(y_valid), dtype=torch.long)
+    yv = torch.as_tensor(y_valid, dtype=torch.long)
+    gv = None if groups_v is None else torch.as_tensor(groups_v, dtype=torch.long)
     groups = _width_groups(train)
     weighted = cfg.weighted_sum and len(groups) == 1 and len(train) > 1
     order: list[LayerChoice] = [*range(len(train)), *([WEIGHTED_SUM] if weighted else [])]
     with _torch_threads(cfg.threads):
-        return _fit_mlp(zt, zv, yt, yv, groups, weighted, order, std, n_classes, seed, cfg,
+        return _fit_mlp(zt, zv, yt, yv, gv, groups, weighted, order, std, n_classes, seed, cfg,
                         len(train))
 
 
@@ -350,7 +381,7 @@ def _torch_threads(n: int):
         torch.set_num_threads(previous)
 
 
-def _fit_mlp(zt, zv, yt, yv, groups, weighted, order, std, n_classes, seed, cfg,
+def _fit_mlp(zt, zv, yt, yv, gv, groups, weighted, order, std, n_classes, seed, cfg,
              num_layers) -> FittedProbe:
     candidates: list[CandidateScore] = []
     snaps: dict[tuple[LayerChoice, float], dict[str, torch.Tensor]] = {}
@@ -360,8 +391,10 @@ def _fit_mlp(zt, zv, yt, yv, groups, weighted, order, std, n_classes, seed, cfg,
         names: list[LayerChoice] = [*layer_ids, *([WEIGHTED_SUM] if weighted else [])]
         for k, lr in enumerate(cfg.lrs):
             run_seed = seed * 1_000_003 + g * 101 + k
-            run = _train_stacked(xt, yt, xv, yv, weighted, n_classes, lr, cfg, run_seed)
+            run = _train_stacked(xt, yt, xv, yv, weighted, n_classes, lr, cfg, run_seed, gv)
             for c, name in enumerate(names):
+                if run.best_epoch[c] == 0:  # not a candidate (per_layer=False)
+                    continue
                 candidates.append(CandidateScore(name, lr, run.best_acc[c], run.best_epoch[c]))
                 snaps[(name, lr)] = run.best[c]
     chosen = _select(candidates, order, cfg.lrs)

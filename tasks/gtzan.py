@@ -65,6 +65,7 @@ HEAR_CITATION = (
 )
 LICENSE = "unspecified (collected for research by the authors; no license granted)"
 PROTOCOLS = ("probe", "linear", "finetune")
+CHUNK_S = 5.0
 _ABOUT = "Music genre classification: 10 genres, 100 clips each, 30 s, 22.05 kHz mono. "
 
 
@@ -81,7 +82,10 @@ def run_protocol(ctx: EvalContext) -> Evaluation:
     if ctx.protocol in ("probe", "linear"):
         from embench import evaluate_classification
 
-        return evaluate_classification(ctx, kind="mlp" if ctx.protocol == "probe" else "linear")
+        if ctx.protocol == "linear":
+            return evaluate_classification(ctx, kind="linear")
+        # MARBLE-style: 5 s chunks (MERT's context) for training, clip-level decisions
+        return evaluate_classification(ctx, kind="mlp", chunk_s=CHUNK_S)
     if ctx.protocol == "finetune":
         from embench import finetune_classification
 

@@ -253,3 +253,49 @@ def test_missing_features_and_bad_kind_are_errors(tmp_path):
         evaluate_classification(make_context(clips, None, tmp_path))
     with pytest.raises(EmbenchError, match="Unknown probe"):
         evaluate_classification(make_context(clips, None, tmp_path), kind="svm")
+
+
+def _chunky_dataset(tmp_path, seed: int = 0):
+    """3 classes, 30 one-second frames per clip; the class shows in frame means of layer 2."""
+    from embench import Clip, ClipSet
+    from tests.helpers_features import build_features
+
+    rng = np.random.default_rng(seed)
+    clips, per_clip = [], {}
+    for i in range(90):
+        y = i % 3
+        split = ("train", "train", "train", "valid", "test")[(i // 3) % 5]
+        clips.append(Clip(f"c{i}", tmp_path / "x.wav", f"k{y}", split))
+        per_clip[f"c{i}"] = [(np.eye(16)[y] * (layer == 2) + rng.standard_normal((30, 16)) * 1.5
+                              ).astype(np.float32) for layer in range(3)]
+    clipset = ClipSet("syn", "s", clips, labels=("k0", "k1", "k2"))
+    return clipset, build_features(tmp_path / "cache", per_clip, duration_s=30.0)
+
+
+def test_chunk_level_training_is_selected_on_validation_only(tmp_path):
+    from dataclasses import replace as dc_replace
+
+    from embench.classification import evaluate_classification
+    from tests.helpers_features import make_context
+
+    clips, feats = _chunky_dataset(tmp_path)
+    ctx = make_context(clips, feats, tmp_path, seeds=(0,))
+    chunked = evaluate_classification(ctx, chunk_s=5.0)
+    seed = chunked.details["seeds"][0]
+    assert seed["layer"] == 2 and seed["chunk_s"] == 5.0 and seed["selection_epoch"] >= 1
+    assert chunked.scores["accuracy"][0] > 80
+    # permuting test targets changes nothing that was selected
+    shuffled = [dc_replace(c, target=f"k{(int(c.target[1]) + 1) % 3}") if c.split == "test"
+                else c for c in clips]
+    ctx2 = make_context(dc_replace(clips, clips=shuffled), feats, tmp_path, seeds=(0,))
+    again = evaluate_classification(ctx2, chunk_s=5.0).details["seeds"][0]
+    for key in ("layer", "lr", "epoch", "selection_epoch", "chunk_valid_accuracy"):
+        assert again[key] == seed[key]
+
+
+def test_group_predictions_average_row_probabilities():
+    from embench.probes import group_mean
+
+    rows = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]])
+    np.testing.assert_allclose(group_mean(rows, np.array([0, 0, 1, 1])),
+                               [[0.55, 0.45], [0.55, 0.45]])
