@@ -51,3 +51,33 @@ def test_stacked_probe_vs_one_layer_at_a_time(benchmark):
                                 speedup=baseline / stacked)
     print(f"\nprobe, {LAYERS} layers + weighted sum, {len(SEEDS)} seeds: stacked {stacked:.1f} s, "
           f"one layer at a time (no weighted sum) {baseline:.1f} s, x{baseline / stacked:.1f}")
+
+
+def test_gtzan_scale_protocol_with_chunks(benchmark, tmp_path):
+    """The whole frozen protocol as the gtzan task runs it: 930 clips x 30 one-second frames,
+    clip-level selection over 13 layers + weighted sum, then 5 s chunk training; 3 seeds."""
+    from embench import Clip, ClipSet
+    from embench.classification import evaluate_classification
+    from tests.helpers_features import build_features, make_context
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((LAYERS, CLASSES, DIM)).astype(np.float32)
+    clips, per_clip = [], {}
+    for i in range(930):
+        y = i % CLASSES
+        split = "train" if i < 443 else "valid" if i < 640 else "test"
+        clips.append(Clip(f"c{i}", tmp_path / "x.wav", f"g{y}", split))
+        per_clip[f"c{i}"] = [
+            (0.08 * (li + 1)) * centres[li][y] + rng.standard_normal((30, DIM), np.float32)
+            for li in range(LAYERS)]
+    clipset = ClipSet("gtzan-like", "s", clips, labels=tuple(f"g{k}" for k in range(CLASSES)))
+    feats = build_features(tmp_path / "cache", per_clip, duration_s=30.0)
+    ctx = make_context(clipset, feats, tmp_path, seeds=SEEDS, log=lambda m: None)
+    start = time.perf_counter()
+    ev = benchmark.pedantic(evaluate_classification, args=(ctx,), kwargs={"chunk_s": 5.0},
+                            rounds=1, iterations=1)
+    elapsed = time.perf_counter() - start
+    assert len(ev.scores["accuracy"]) == len(SEEDS)
+    benchmark.extra_info.update(seconds=elapsed)
+    print(f"\nGTZAN-scale probe protocol, chunks of 5 s, {len(SEEDS)} seeds: {elapsed:.1f} s "
+          f"(accuracy {np.mean(ev.scores['accuracy']):.1f})")

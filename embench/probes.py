@@ -45,6 +45,10 @@ class MLPConfig:
     lrs: tuple[float, ...] = (5e-4, 2e-3)
     threads: int = 1  # torch threads while training: same numbers on any machine, no spinning
     per_layer: bool = True  # False: only the weighted sum is a candidate (needs weighted_sum)
+    # Successive halving on validation: after ``prune_after`` epochs only the ``keep_top`` best
+    # single layers train on (their curve values are their best up to then). None: no pruning.
+    prune_after: int | None = 5
+    keep_top: int = 4
     weighted_sum: bool = True
 
 
@@ -306,6 +310,9 @@ def _train_stacked(xt: torch.Tensor, yt: torch.Tensor, xv: torch.Tensor, yv: tor
                 if acc > best_acc[c]:
                     best_acc[c], best_epoch[c], best[c] = acc, epoch, stack.snapshot(pos)
             alive = [i for i, c in enumerate(stack.ids) if epoch - best_epoch[c] < cfg.patience]
+            if epoch == cfg.prune_after and "mix" not in stack.p and len(alive) > cfg.keep_top:
+                ranked = sorted(alive, key=lambda i: (-best_acc[stack.ids[i]], stack.ids[i]))
+                alive = sorted(ranked[:cfg.keep_top])
             if alive and len(alive) < len(stack.ids):
                 stack.keep(alive)
             elif not alive:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 
@@ -299,3 +300,20 @@ def test_group_predictions_average_row_probabilities():
     rows = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]])
     np.testing.assert_allclose(group_mean(rows, np.array([0, 0, 1, 1])),
                                [[0.55, 0.45], [0.55, 0.45]])
+
+
+def test_successive_halving_keeps_the_best_layers_training(tmp_path):
+    clips, feats = _chunky_dataset(tmp_path)
+    layers = feats.all_clip_means()
+    ids = feats.clip_ids
+    split = np.array([c.split for c in clips])
+    y = np.array([int(c.target[1]) for c in clips])
+    tr, va = split == "train", split == "valid"
+    args = ([x[tr] for x in layers], y[tr], [x[va] for x in layers], y[va], 3, 0)
+    cfg = MLPConfig(hidden=32, lrs=(1e-3,), prune_after=2, keep_top=1, weighted_sum=False)
+    pruned = fit_mlp_probe(*args, cfg)
+    assert len(ids) == 90 and len(pruned.layer_curve()[0]) == 3
+    late = [c.layer for c in pruned.candidates if c.epoch > 2]
+    assert len(late) <= 1  # only the best layer after epoch 2 trained on
+    unpruned = fit_mlp_probe(*args, dataclasses.replace(cfg, prune_after=None))
+    assert sum(c.epoch > 2 for c in unpruned.candidates) > len(late)
