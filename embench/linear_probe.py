@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embench.probes import CandidateScore, FittedProbe, _check_inputs, _select, _Standardiser
+from embench.probe_base import CandidateScore, FittedProbe, Standardiser, check_inputs, select_best
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,9 @@ def fit_linear_probe(train: Sequence[np.ndarray], y_train: np.ndarray, valid: Se
     from sklearn.linear_model import LogisticRegression
 
     cfg = config or LinearConfig()
-    _check_inputs(train, y_train, valid, y_valid)
+    check_inputs(train, y_train, valid, y_valid)
     del n_classes  # classes come from y_train; the caller has checked all of them occur there
-    std = _Standardiser.fit(train)
+    std = Standardiser.fit(train)
     zt, zv = std.transform(train), std.transform(valid)
     candidates: list[CandidateScore] = []
     models = {}
@@ -45,7 +45,7 @@ def fit_linear_probe(train: Sequence[np.ndarray], y_train: np.ndarray, valid: Se
             acc = float((model.predict(zv[layer]) == y_valid).mean())
             candidates.append(CandidateScore(layer, c, acc, None))
             models[(layer, c)] = model
-    chosen = _select(candidates, list(range(len(train))), cfg.cs)
+    chosen = select_best(candidates, list(range(len(train))), cfg.cs)
     model = models[(chosen.layer, chosen.hparam)]
     layer = int(chosen.layer)
 

@@ -24,6 +24,7 @@ Protocols: ``probe`` (the shared MLP probe), ``linear`` (logistic regression) an
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -99,10 +100,10 @@ class _Gtzan(Task):
 
     split_id: str
 
+    @abstractmethod
     def assign(self, found: Mapping[str, str]) -> dict[str, str]:
         """Clip id -> split for every clip of the split definition, present or not (``found``:
         the copy's clip id -> genre). Present clips left out are not part of the split."""
-        raise NotImplementedError
 
     def places(self, found: Mapping[str, str]) -> dict[str, tuple[str, str]]:
         """Clip id -> (split, where the definition puts it, in words for a missing clip's

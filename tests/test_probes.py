@@ -295,7 +295,7 @@ def test_chunk_level_training_is_selected_on_validation_only(tmp_path):
 
 
 def test_group_predictions_average_row_probabilities():
-    from embench.probes import group_mean
+    from embench.probe_base import group_mean
 
     rows = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]])
     np.testing.assert_allclose(group_mean(rows, np.array([0, 0, 1, 1])),
