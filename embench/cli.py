@@ -208,6 +208,30 @@ def plot(result_file: str, output_dir: str | None) -> None:
         click.echo(str(path))
 
 
+@cli.group()
+def data() -> None:
+    """Get datasets whose audio embench cannot ship (e.g. MusicCaps, from YouTube)."""
+
+
+@data.command(name="musiccaps")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="EMBENCH_DATA",
+              default=lambda: str(_default_home() / "data"), show_default="$EMBENCH_DATA or "
+              "~/.cache/embench/data")
+@click.option("--download", is_flag=True, help="Fetch missing clips from YouTube (needs "
+              "embench[download] and ffmpeg).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Stop after this many download attempts.")
+@click.option("--retry-failed", is_flag=True, help="Retry videos that failed before.")
+def data_musiccaps(data_dir: str, download: bool, limit: int | None,
+                   retry_failed: bool) -> None:
+    """Show how many MusicCaps clips are present and how to get the rest; with --download,
+    fetch and cut them (resumable; unavailable videos are remembered)."""
+    from embench.musiccaps_fetch import run as run_fetch
+
+    click.echo(run_fetch(Path(data_dir), download, limit, retry_failed,
+                         log=lambda m: click.echo(m, err=True)))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: turn EmbenchError into a clean message and exit code."""
     try:
