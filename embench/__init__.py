@@ -36,6 +36,7 @@ __all__ = [
     "Task",
     "TaskInfo",
     "__version__",
+    "evaluate_captioning",
     "evaluate_classification",
     "finetune_classification",
     "hookimpl",
@@ -44,6 +45,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from embench.audio import load_audio
+    from embench.captioning import evaluate_captioning
     from embench.classification import evaluate_classification
     from embench.features import Features
     from embench.finetune import finetune_classification
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "load_audio": "embench.audio",
     "Features": "embench.features",
+    "evaluate_captioning": "embench.captioning",
     "evaluate_classification": "embench.classification",
     "finetune_classification": "embench.finetune",
 }

@@ -31,8 +31,8 @@ def test_default_run_scores_toy_suite_above_baselines(tmp_path):
     assert bleu > captions["baselines"]["constant-caption"]
     assert "does-not-beat-constant-caption" not in captions["flags"]
     board = (tmp_path / "embench-results" / "leaderboard.md").read_text()
-    assert "toy-genres · probe" in board and "toy-captions · nearest-neighbour" in board
-    jsonl = list((tmp_path / "embench-results").rglob("captions.jsonl"))
+    assert "toy-genres · probe" in board and "toy-captions · captioner" in board
+    jsonl = list((tmp_path / "embench-results").rglob("captions-seed*.jsonl"))
     assert jsonl and all(json.loads(line)["hypothesis"] for line in jsonl[0].open())
     # the second identical run reuses every cached embedding
     again = subprocess.run([sys.executable, "-m", "embench", "run", "--no-progress"],
