@@ -11,8 +11,8 @@ Split (``musiccaps-audioset-eval-seed0``): test = the 2,858 rows with ``is_audio
 10% (266 clips, seed 0) is held out as valid for model selection. Clip ids are ytids, targets the
 caption strings.
 
-Protocols: ``frozen`` (a captioner trained on cached embeddings, :mod:`embench.captioning`) and
-``finetune`` (when :mod:`embench.captioning` provides ``finetune_captioning``). The main score is
+Protocol: ``frozen`` (a captioner trained on cached embeddings, :mod:`embench.captioning`);
+fine-tuning the encoder together with the captioner is not implemented yet. The main score is
 corpus BLEU-4: it has an exact, dependency-light reference implementation (sacrebleu), whereas
 METEOR depends on WordNet data and on which METEOR variant is meant.
 """
@@ -44,7 +44,7 @@ from .musiccaps_layouts import (
 )
 
 DATASET_ID = "google/MusicCaps"
-PROTOCOLS = ("frozen", "finetune")
+PROTOCOLS = ("frozen",)
 MISSING_REASON = "no audio file for this ytid (video unavailable or not downloaded)"
 CITATION = (
     "A. Agostinelli, T. I. Denk, Z. Borsos, J. Engel, M. Verzetti, A. Caillon, Q. Huang, "
@@ -110,18 +110,6 @@ class MusicCaps(Task):
             from embench.captioning import evaluate_captioning
 
             return evaluate_captioning(ctx)
-        if ctx.protocol == "finetune":
-            try:
-                from embench import captioning
-            except ImportError as exc:
-                raise EmbenchError(f"MusicCaps fine-tuning needs embench.captioning: {exc}") \
-                    from None
-            finetune = getattr(captioning, "finetune_captioning", None)
-            if finetune is None:
-                raise EmbenchError("MusicCaps protocol 'finetune' is not available in this "
-                                   "embench version (embench.captioning has no "
-                                   "finetune_captioning); use --protocol frozen.")
-            return finetune(ctx)
         raise EmbenchError(f"MusicCaps has no protocol {ctx.protocol!r}; choose one of "
                            f"{PROTOCOLS}.")
 

@@ -174,7 +174,7 @@ def test_evaluate_dispatch(tmp_path, monkeypatch) -> None:
                            output_dir=tmp_path)
 
     assert task.evaluate(ctx("frozen")) == ("frozen", "frozen")
-    with pytest.raises(EmbenchError, match="finetune_captioning"):
+    with pytest.raises(EmbenchError, match="no protocol"):
         task.evaluate(ctx("finetune"))
     with pytest.raises(EmbenchError, match="no protocol"):
         task.evaluate(ctx("probe"))
