@@ -299,6 +299,7 @@ def evaluate_captioning(
                     "num_beams": num_beams, "max_new_tokens": max_new_tokens},
         "seeds": per_seed,
         "constant_caption": const,
+        "bleu_signature": cm.bleu_signature(),
         "baseline_metrics": {"constant-caption": const_metrics,
                              "nearest-neighbour": {**nn_metrics, "layer": nn_layer}},
     }

@@ -88,6 +88,7 @@ def test_scratch_captioner_beats_constant_caption(scratch_run):
     assert ev.details["constant_caption"] in CAPTIONS
     assert {"bleu1", "bleu4", "rouge_l", "wer", "distinct_ratio", "mean_length"} <= set(ev.scores)
     assert all(len(v) == 1 for v in ev.scores.values())
+    assert "tok:13a" in ev.details["bleu_signature"] and "case:lc" in ev.details["bleu_signature"]
 
 
 def test_test_captions_written_as_jsonl(scratch_run):
