@@ -11,10 +11,11 @@ Split (``musiccaps-audioset-eval-seed0``): test = the 2,858 rows with ``is_audio
 10% (266 clips, seed 0) is held out as valid for model selection. Clip ids are ytids, targets the
 caption strings.
 
-Protocol: ``frozen`` (a captioner trained on cached embeddings, :mod:`embench.captioning`);
-fine-tuning the encoder together with the captioner is not implemented yet. The main score is
-corpus BLEU-4: it has an exact, dependency-light reference implementation (sacrebleu), whereas
-METEOR depends on WordNet data and on which METEOR variant is meant.
+Protocols: ``frozen`` (a captioner trained on cached embeddings, :mod:`embench.captioning`) and
+``finetune`` (the encoder trained together with the captioner,
+:mod:`embench.finetune_captioning`). The main score is corpus BLEU-4: it has an exact,
+dependency-light reference implementation (sacrebleu), whereas METEOR depends on WordNet data
+and on which METEOR variant is meant.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from .musiccaps_layouts import (
 )
 
 DATASET_ID = "google/MusicCaps"
-PROTOCOLS = ("frozen",)
+PROTOCOLS = ("frozen", "finetune")
 MISSING_REASON = "no audio file for this ytid (video unavailable or not downloaded)"
 CITATION = (
     "A. Agostinelli, T. I. Denk, Z. Borsos, J. Engel, M. Verzetti, A. Caillon, Q. Huang, "
@@ -110,6 +111,10 @@ class MusicCaps(Task):
             from embench.captioning import evaluate_captioning
 
             return evaluate_captioning(ctx)
+        if ctx.protocol == "finetune":
+            from embench.finetune_captioning import finetune_captioning
+
+            return finetune_captioning(ctx)
         raise EmbenchError(f"MusicCaps has no protocol {ctx.protocol!r}; choose one of "
                            f"{PROTOCOLS}.")
 

@@ -174,8 +174,11 @@ def test_evaluate_dispatch(tmp_path, monkeypatch) -> None:
                            output_dir=tmp_path)
 
     assert task.evaluate(ctx("frozen")) == ("frozen", "frozen")
-    with pytest.raises(EmbenchError, match="no protocol"):
-        task.evaluate(ctx("finetune"))
+    fine = types.ModuleType("embench.finetune_captioning")
+    fine.finetune_captioning = lambda ctx, **kw: ("finetune", ctx.protocol)
+    monkeypatch.setitem(sys.modules, "embench.finetune_captioning", fine)
+    monkeypatch.setattr(embench, "finetune_captioning", fine, raising=False)
+    assert task.evaluate(ctx("finetune")) == ("finetune", "finetune")
     with pytest.raises(EmbenchError, match="no protocol"):
         task.evaluate(ctx("probe"))
     assert task.info.main_score == "bleu4" and task.info.requires_features == ("frozen",)
