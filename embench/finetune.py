@@ -6,15 +6,13 @@ percent), so both share one table.
 
 Design decisions, and why:
 
-- **Head**: softmax-weighted sum over the hidden states (all layers when they share a width,
-  else the last), mean over time, dropout, linear: small, so the score measures the encoder.
+- **Head**: a softmax layer mix (the last layer if widths differ), time mean, dropout, linear.
 - **Optimiser**: AdamW, the encoder at a far lower learning rate than the fresh head (adapt the
   pretrained features, do not overwrite them); linear warmup over the first 10% of the
   ``epochs`` budget, then cosine decay to zero (planned for ``epochs`` even if training stops
   early); gradient norm clipped at 1. The model's own train-mode regularisers (dropout, HF
   SpecAugment masking) stay on, as in its published fine-tuning recipes.
-- **Precision**: fp32 weights; bf16 autocast on CUDA (never fp16, which needs loss scaling),
-  fp32 on CPU. Gradient checkpointing where the encoder supports it.
+- **Precision**: fp32 weights, bf16 autocast on CUDA (never fp16), gradient checkpointing.
 - **Data**: decoded on the fly in a DataLoader, so memory stays bounded. Training sees one
   random ``crop_s`` crop per clip per epoch (a batch is cut to its shortest item, never zero
   padded: group-norm encoders change under padding); evaluation cuts the whole clip into equal
@@ -24,9 +22,8 @@ Design decisions, and why:
 - **Selection**: validation accuracy after every epoch (ties: lower validation loss); the best
   epoch's weights are kept as a CPU copy; ``patience`` epochs without improvement stop
   training; test is evaluated once per seed, with the selected weights.
-- **Independent seeds**: each seed reloads the encoder's weights and seeds torch and numpy (the
-  caller's RNG states are restored), so a seed reproduces exactly on CPU. The encoder is
-  unloaded at the end: no later frozen task of the run may embed with fine-tuned weights.
+- **Independent seeds**: each seed reloads the weights and seeds torch and numpy (restored
+  afterwards); the encoder is unloaded at the end, so no later task embeds fine-tuned weights.
 """
 
 from __future__ import annotations
@@ -143,8 +140,35 @@ def _warmup_cosine(step: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
+class ClipAudioRun:
+    """Clip decoding shared by the protocols that train the encoder (classification and
+    captioning). Needs ``encoder clips device skipped num_workers hparams`` attributes."""
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    def loader(self, split: str, seed: int | None = None) -> torch.utils.data.DataLoader:
+        """Train: seeded lists of ``batch_size`` random crops; else one whole clip per item."""
+        info, crop_s = self.encoder.info, self.hparams["crop_s"]
+        crop = None if crop_s is None else int(round(crop_s * info.sample_rate))
+        data = _ClipAudio(self.clips[split], info.sample_rate, info.min_samples, crop)
+        train = seed is not None
+        return torch.utils.data.DataLoader(
+            data, batch_size=self.hparams["batch_size"] if train else None,
+            sampler=_EpochSampler(len(data), seed) if train else None,
+            collate_fn=list if train else None, num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0, pin_memory=self.device.type == "cuda")
+
+    def usable(self, split: str, items: Sequence[_Item]) -> list[_Item]:
+        """Record failed items as skipped; return the rest."""
+        for item in items:
+            if item.error is not None:
+                self.skipped.setdefault(self.clips[split][item.index].id, item.error)
+        return [item for item in items if item.error is None]
+
+
 @dataclass
-class _Run:
+class _Run(ClipAudioRun):
     """What every seed shares: the encoder, the splits, the settings and the skipped clips."""
 
     ctx: EvalContext
@@ -157,32 +181,9 @@ class _Run:
     num_workers: int
     skipped: dict[str, str] = field(default_factory=dict)
 
-    def autocast(self) -> torch.autocast:
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
-
-    def loader(self, split: str, seed: int | None = None) -> torch.utils.data.DataLoader:
-        """Train: lists of ``batch_size`` random crops in seeded order (cut to equal length
-        in the main process); else one whole clip per item."""
-        info, crop_s = self.encoder.info, self.hparams["crop_s"]
-        crop = None if crop_s is None else int(round(crop_s * info.sample_rate))
-        data = _ClipAudio(self.clips[split], info.sample_rate, info.min_samples, crop)
-        train = seed is not None
-        return torch.utils.data.DataLoader(
-            data, batch_size=self.hparams["batch_size"] if train else None,
-            sampler=_EpochSampler(len(data), seed) if train else None,
-            collate_fn=list if train else None, num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0, pin_memory=self.device.type == "cuda")
-
     def nothing_decoded(self, split: str) -> EmbenchError:
         return EmbenchError(f"{self.ctx.clips.dataset_id}: no {split!r} clip could be decoded; "
                             f"first reasons: {list(self.skipped.items())[:3]}")
-
-    def usable(self, split: str, items: Sequence[_Item]) -> list[_Item]:
-        """Record failed items as skipped; return the rest."""
-        for item in items:
-            if item.error is not None:
-                self.skipped.setdefault(self.clips[split][item.index].id, item.error)
-        return [item for item in items if item.error is None]
 
     def predict(self, model: _Classifier, split: str, loader: Any
                 ) -> tuple[np.ndarray, torch.Tensor]:

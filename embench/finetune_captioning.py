@@ -45,7 +45,7 @@ from embench.captioning import (
 from embench.encoder import Encoder
 from embench.errors import EmbenchError
 from embench.extract import _as_layers, compute_dtype
-from embench.finetune import MAX_GRAD_NORM, _ClipAudio, _EpochSampler, _warmup_cosine
+from embench.finetune import MAX_GRAD_NORM, ClipAudioRun, _warmup_cosine
 from embench.task import SPLITS, Clip, EvalContext, Evaluation
 from embench.windowing import plan_windows
 
@@ -81,36 +81,17 @@ def _labels(tok: Any, captions: list[str]) -> torch.Tensor:
     return y
 
 
-class _Run:
+class _Run(ClipAudioRun):
     def __init__(self, ctx: EvalContext, clips: dict[str, list[Clip]], hp: dict[str, Any]):
-        self.ctx, self.clips, self.hp = ctx, clips, hp
+        self.ctx, self.clips, self.hparams, self.num_workers = ctx, clips, hp, 0
         self.device, self.encoder = torch.device(ctx.device), ctx.encoder
         self.skipped: dict[str, str] = {}
-
-    def autocast(self) -> torch.autocast:
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
-
-    def loader(self, split: str, seed: int | None = None) -> torch.utils.data.DataLoader:
-        info, crop_s = self.encoder.info, self.hp["crop_s"]
-        crop = None if crop_s is None else int(round(crop_s * info.sample_rate))
-        data = _ClipAudio(self.clips[split], info.sample_rate, info.min_samples, crop)
-        train = seed is not None
-        return torch.utils.data.DataLoader(
-            data, batch_size=self.hp["batch_size"] if train else None,
-            sampler=_EpochSampler(len(data), seed) if train else None,
-            collate_fn=list if train else None, num_workers=0)
-
-    def usable(self, split: str, items: list) -> list:
-        for item in items:
-            if item.error is not None:
-                self.skipped.setdefault(self.clips[split][item.index].id, item.error)
-        return [item for item in items if item.error is None]
 
     def clip_frames(self, model: _Model, split: str):
         """Yields batches ``(indices, [B, L, F, D] frames, attention mask)`` of whole clips
         (windows concatenated in time), eval mode, no gradients."""
         model.eval()
-        sr, size = self.encoder.info.sample_rate, self.hp["batch_size"]
+        sr, size = self.encoder.info.sample_rate, self.hparams["batch_size"]
         pending: list[tuple[int, torch.Tensor]] = []
 
         def flush():
@@ -127,7 +108,7 @@ class _Run:
                 if not self.usable(split, [item]):
                     continue
                 wave = item.audio.to(self.device)
-                windows = plan_windows(len(wave), sr, self.hp["crop_s"], None)
+                windows = plan_windows(len(wave), sr, self.hparams["crop_s"], None)
                 parts = [model.frames(torch.stack([wave[w.start:w.end]
                                                    for w in windows[b:b + size]]))
                          for b in range(0, len(windows), size)]
@@ -155,8 +136,8 @@ class _Run:
         indices, hyps = [], []
         for idx, x, mask in self.clip_frames(model, split):
             with self.autocast():
-                ids = model.captioner.generate(x, mask, self.hp["num_beams"],
-                                               self.hp["max_new_tokens"])
+                ids = model.captioner.generate(x, mask, self.hparams["num_beams"],
+                                               self.hparams["max_new_tokens"])
             indices.extend(idx)
             hyps.extend(tok.decode(row.tolist()) for row in ids)
         if not indices:
@@ -165,7 +146,7 @@ class _Run:
 
 
 def _train(run: _Run, seed: int, train_refs: list[str]) -> tuple[_Model, Any, dict[str, Any]]:
-    start, hp, enc = time.perf_counter(), run.hp, run.encoder
+    start, hp, enc = time.perf_counter(), run.hparams, run.encoder
     enc.unload()
     enc.load(run.device, run.ctx.weights, run.ctx.weights_path)
     module = enc.trainable_module()
