@@ -23,7 +23,10 @@ from embench.errors import EmbenchError
 if TYPE_CHECKING:  # the pydantic models load on first use, keeping this import cheap
     from embench.results import RunResult, TaskResult
 
-__all__ = ["escape_md", "load_results", "render_markdown", "write_markdown"]
+__all__ = [
+    "escape_md", "format_score", "load_result_file", "load_results", "render_markdown",
+    "run_started", "write_markdown", "write_text_atomic",
+]  # fmt: skip
 
 # One pass with str.translate, so no replacement can be re-escaped by a later one. Brackets and
 # angle brackets become entities (no raw "](" or "<tag" survives); markdown punctuation gets a
@@ -101,6 +104,14 @@ def _load_one(path: Path, explicit: bool) -> RunResult | None:
         raise EmbenchError(f"{path}: invalid run result: {'; '.join(problems[:5])}{more}") from exc
 
 
+def load_result_file(path: Path) -> RunResult:
+    """One run result; any problem (not JSON, not a run result, a field of the wrong type) is an
+    :class:`EmbenchError` naming the file and, for schema errors, each field and why."""
+    run = _load_one(Path(path), explicit=True)
+    assert run is not None  # explicit files raise instead of being skipped
+    return run
+
+
 def load_results(paths: list[Path]) -> list[RunResult]:
     """Load run results from files and folders (searched recursively for ``*.json``)."""
     runs: list[RunResult] = []
@@ -127,7 +138,7 @@ def load_results(paths: list[Path]) -> list[RunResult]:
 # ---------------------------------------------------------------------------------- rendering
 
 
-def _fmt(value: float) -> str:
+def format_score(value: float) -> str:
     """Two decimals reads well for accuracies and losses; tiny values keep two digits."""
     if math.isnan(value):
         return "n/a"
@@ -138,7 +149,7 @@ def _fmt(value: float) -> str:
     return f"{value:.2f}"
 
 
-def _started(run: RunResult) -> datetime:
+def run_started(run: RunResult) -> datetime:
     """Parse ``started_at`` for comparison; a naive timestamp is taken as UTC."""
     text = run.provenance.started_at.strip()
     try:
@@ -168,7 +179,7 @@ def _dedup(rows: list[_Row]) -> tuple[list[_Row], list[str]]:
         if old is None:
             best[key] = row
             continue
-        if (_started(run), run.run_id) >= (_started(old[1]), old[1].run_id):
+        if (run_started(run), run.run_id) >= (run_started(old[1]), old[1].run_id):
             best[key], row = row, old
         dropped.setdefault(key, []).append(row[1].run_id)
     notes = [
@@ -199,12 +210,12 @@ def _score_cell(res: TaskResult) -> str:
     if main is None:
         return "n/a"
     if main.n < 2 or math.isnan(main.ci95_half_width):
-        return _fmt(main.mean)
-    return f"{_fmt(main.mean)} ± {_fmt(main.ci95_half_width)}"
+        return format_score(main.mean)
+    return f"{format_score(main.mean)} ± {format_score(main.ci95_half_width)}"
 
 
 def _baselines_text(baselines: dict[str, float]) -> str:
-    return " · ".join(f"{escape_md(k)} {_fmt(v)}" for k, v in baselines.items())
+    return " · ".join(f"{escape_md(k)} {format_score(v)}" for k, v in baselines.items())
 
 
 def _heading(key: tuple, full: bool) -> str:
@@ -252,11 +263,11 @@ def _render_table(key: tuple, rows: list[_Row], heading: str) -> list[str]:
         if res.notes:
             footnotes.append(f"Note on {_encoder_label(res)}: {escape_md(res.notes)}")
         cells = ["—" if math.isinf(score) else str(rank), label, _score_cell(res)]
-        cells += [_fmt(res.summary[m].mean) if m in res.summary else "" for m in others]
+        cells += [format_score(res.summary[m].mean) if m in res.summary else "" for m in others]
         cells.append(str(res.summary[main_score].n) if main_score in res.summary else "0")
         if has_train:
             train = res.train_scores.get(main_score) or []
-            cells.append(_fmt(sum(train) / len(train)) if train else "")
+            cells.append(format_score(sum(train) / len(train)) if train else "")
         skipped = str(len(res.skipped))
         if res.missing:
             skipped += f" (+{len(res.missing)} missing)"
@@ -268,7 +279,7 @@ def _render_table(key: tuple, rows: list[_Row], heading: str) -> list[str]:
     if with_baselines:
         distinct = {tuple(sorted(res.baselines.items())) for res, _ in with_baselines}
         if len(distinct) == 1:
-            newest = max(with_baselines, key=lambda r: (_started(r[1]), r[1].run_id))[0]
+            newest = max(with_baselines, key=lambda r: (run_started(r[1]), r[1].run_id))[0]
             out.append(f"Baselines on the same split: {_baselines_text(newest.baselines)}")
         else:
             out.append("Baselines on the same split (they differ between runs):")
@@ -315,12 +326,17 @@ def render_markdown(runs: list[RunResult]) -> str:
 
 def write_markdown(runs: list[RunResult], path: Path) -> None:
     """Write atomically, so a reader never sees half a page and a crash leaves the old one."""
+    write_text_atomic(Path(path), render_markdown(runs))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8, ``\\n`` line ends) via a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(render_markdown(runs))
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a leaderboard page is meant to be read
