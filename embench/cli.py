@@ -1,4 +1,4 @@
-"""The ``embench`` command line: run, list, plugins, leaderboard, plot.
+"""The ``embench`` command line: run, list, plugins, leaderboard, submit, plot.
 
 Errors a user can fix (unknown names, missing data or weights) print one message that says what
 to do and exit with code 2, no traceback (``EMBENCH_DEBUG=1`` shows it). ``run`` exits 1 when
@@ -173,11 +173,62 @@ def plugins(as_json: bool) -> None:
         click.echo(f"CONFLICT: {conflict}")
 
 
-@cli.command()
+class _LeaderboardGroup(click.Group):
+    """``build`` and ``check`` are subcommands; anything else keeps the original meaning,
+    ``embench leaderboard [PATHS]... [-o FILE]`` (the hidden ``render`` subcommand)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
+            args = ["render", *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group(cls=_LeaderboardGroup)
+def leaderboard() -> None:
+    """Leaderboards. `embench leaderboard [PATHS]... [-o FILE]` renders markdown from result
+    files or folders (default: embench-results); `build` and `check` keep the published
+    leaderboard folder (results/, README.md, index.html, charts/) in step with its results."""
+
+
+_board_dir = click.option("--leaderboard-dir", type=click.Path(file_okay=False),
+                          default="leaderboard", show_default=True,
+                          help="The published leaderboard folder.")
+
+
+@leaderboard.command(name="build")
+@_board_dir
+def leaderboard_build(leaderboard_dir: str) -> None:
+    """Validate leaderboard/results/*.json and write README.md, index.html and charts/."""
+    from embench.leaderboard_build import build
+
+    report = build(Path(leaderboard_dir))
+    for path in report.written:
+        click.echo(f"wrote {path}")
+    for path in report.removed:
+        click.echo(f"removed {path}")
+    if not report.written and not report.removed:
+        click.echo(f"{leaderboard_dir} is up to date.")
+
+
+@leaderboard.command(name="check")
+@_board_dir
+def leaderboard_check(leaderboard_dir: str) -> None:
+    """Fail (exit 1) when the pages or charts are out of date with the result files."""
+    from embench.leaderboard_build import check
+
+    problems = check(Path(leaderboard_dir))
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"{leaderboard_dir} is up to date with its result files.")
+
+
+@leaderboard.command(name="render", hidden=True)
 @click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write here instead of printing.")
-def leaderboard(paths: tuple[str, ...], output: str | None) -> None:
+def leaderboard_render(paths: tuple[str, ...], output: str | None) -> None:
     """Render a markdown leaderboard from result files or folders (default: embench-results)."""
     from embench.leaderboard import load_results, render_markdown, write_markdown
 
@@ -191,6 +242,25 @@ def leaderboard(paths: tuple[str, ...], output: str | None) -> None:
         click.echo(f"Leaderboard: {output}")
     else:
         click.echo(render_markdown(runs))
+
+
+@cli.command()
+@click.argument("result_file", type=click.Path(dir_okay=False))
+@_board_dir
+def submit(result_file: str, leaderboard_dir: str) -> None:
+    """Validate a run's result file, copy it into the leaderboard's results/ and rebuild the
+    page; then open a pull request with the changed files (see CONTRIBUTING.md)."""
+    from embench.submit import submit_result
+
+    done = submit_result(Path(result_file), Path(leaderboard_dir))
+    if done.added:
+        click.echo(f"Submitted {result_file} as {done.path} ({len(done.run.results)} measured "
+                   f"result(s), {len(done.run.failures)} failed pair(s)).")
+    else:
+        click.echo(f"Run {done.run.run_id} is already on the leaderboard as {done.path}.")
+    for path in done.report.written:
+        click.echo(f"wrote {path}")
+    click.echo("Next: commit these files and open a pull request (see CONTRIBUTING.md).")
 
 
 @cli.command()
