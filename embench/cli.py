@@ -39,6 +39,18 @@ def _parse_seeds(value: str) -> list[int]:
     return seeds
 
 
+def _parse_batch_size(value: str | int) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise click.BadParameter(f"{value!r}: give a positive number of windows, or auto")
+    return size
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="embench")
 def cli() -> None:
@@ -65,9 +77,13 @@ def cli() -> None:
               help="Cut audio into windows of this many seconds (default: each encoder's own).")
 @click.option("--hop-s", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Seconds between window starts (default: the window length).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--batch-size", default="auto", show_default=True, callback=lambda c, p, v:
+              _parse_batch_size(v), help="Windows per forward pass, or 'auto': as many as fit "
+              "in free GPU memory (halved on out-of-memory); 16 on the CPU.")
+@click.option("--compile", "compile_", is_flag=True, help="Run encoders through torch.compile "
+              "(pays off on long GPU runs).")
 @click.option("--num-workers", type=click.IntRange(min=0), default=None,
-              help="Decode worker processes (default: cores - 1).")
+              help="Decode threads (default: cores - 1; at most 8 on the CPU).")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="EMBENCH_DATA",
               default=lambda: str(_default_home() / "data"), show_default="$EMBENCH_DATA or "
               "~/.cache/embench/data")
@@ -78,7 +94,8 @@ def cli() -> None:
               show_default=True, help="Where the result JSON and leaderboard.md go.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def run(encoders, tasks, protocol, seeds, device, weights, weights_dir, frame_rate, window_s,
-        hop_s, batch_size, num_workers, data_dir, cache_dir, output_dir, progress) -> None:
+        hop_s, batch_size, compile_, num_workers, data_dir, cache_dir, output_dir,
+        progress) -> None:
     """Embed each task's audio with each encoder and score it. With no flags: the offline
     toy suite with the melspec baseline."""
     from embench.plugins import get_registry
@@ -90,12 +107,14 @@ def run(encoders, tasks, protocol, seeds, device, weights, weights_dir, frame_ra
         encoders=registry.resolve("encoder", encoders), tasks=registry.resolve("task", tasks),
         protocol=protocol, seeds=seeds, device=device, weights=weights,
         weights_path=weights_dir, frame_rate=frame_rate, window_s=window_s, hop_s=hop_s,
-        batch_size=batch_size,
+        batch_size=batch_size, compile=compile_,
         num_workers=num_workers, data_dir=str(data_dir), cache_dir=str(cache_dir),
         output_dir=str(output_dir),
     )
     result, path = run_spec(spec, registry, argv=sys.argv,
                             log=lambda m: click.echo(m, err=True), show_progress=progress)
+    if path is None:  # a worker rank of a torchrun launch: rank 0 reports
+        return
     _print_table(result)
     click.echo(f"Result: {path}")
     board = Path(output_dir) / "leaderboard.md"

@@ -1,21 +1,27 @@
 """Batched embedding extraction into the cache.
 
-Files are decoded and resampled in DataLoader worker processes; the main process cuts windows,
-batches windows of equal length (never padding), runs the encoder under ``inference_mode``
-(bf16 autocast on CUDA), pools every layer onto the cache's fixed frame rate and hands finished
-clips to a background writer that stores them as fp16 shards. Clips already in the cache are
-not decoded again, and the encoder's weights are loaded only if some clip needs them.
+Files are decoded, resampled and pinned by a pool of threads (see :func:`_decoded_clips` for
+why not DataLoader processes). The main thread cuts windows, batches windows of
+equal length (audio is never padded), runs the encoder under ``inference_mode`` (bf16 autocast on
+CUDA), pools every layer onto the cache's fixed frame rate and hands finished clips to a
+background writer that stores them as fp16 shards. Clips already in the cache are not decoded
+again, and the encoder's weights are loaded only if some clip needs them.
+
+On CUDA the device never waits for the host: a group's pooled results come back through pinned
+memory behind an event while the next group is already queued; the batch size is chosen from
+free memory (``batch_size="auto"``) and halved on out-of-memory; with ``--compile``, partial
+batches are filled up with copies of real windows (outputs dropped) so only a handful of shapes
+are compiled.
 """
 
 from __future__ import annotations
 
 import os
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,7 +33,7 @@ from embench.errors import AudioDecodeError, EmbenchError
 from embench.features import Features
 from embench.progress import ExtractionProgress
 from embench.task import Clip, ClipSet
-from embench.windowing import FramePooler, Window, plan_windows
+from embench.windowing import FramePooler, PooledBatch, Window, plan_windows
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -52,9 +58,13 @@ def compute_dtype(device: torch.device) -> str:
     return "bf16-autocast" if device.type == "cuda" else "fp32"
 
 
-def default_num_workers() -> int:
-    """Leave one core to the main process (which runs the model on CPU)."""
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
+def default_num_workers(device: torch.device | None = None) -> int:
+    """Decode threads: every core but one (the main thread launches the model's work); on the
+    CPU at most 8, since the model itself needs cores there."""
+    cores = os.cpu_count() or 1
+    if device is not None and device.type == "cuda":
+        return max(1, min(32, cores - 1))
+    return max(0, min(8, cores - 1))
 
 
 def cache_key(encoder: Encoder, clips: ClipSet, weights: str, frame_rate: float,
@@ -67,47 +77,6 @@ def cache_key(encoder: Encoder, clips: ClipSet, weights: str, frame_rate: float,
         frame_rate=frame_rate, compute_dtype=compute_dtype(device),
         dataset_id=clips.dataset_id, dataset_revision=clips.dataset_revision,
     )
-
-
-class _Decoded(NamedTuple):  # a NamedTuple so DataLoader's pin_memory reaches the tensor
-    clip_id: str
-    audio: torch.Tensor | None
-    error: str | None
-
-
-class _DecodeDataset(torch.utils.data.Dataset):
-    """Decodes one clip per item in a worker; errors travel back as data, never as crashes."""
-
-    def __init__(self, clips: Sequence[Clip], sample_rate: int):
-        self.clips, self.sample_rate = list(clips), sample_rate
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, i: int) -> _Decoded:
-        clip = self.clips[i]
-        try:
-            audio = load_audio(clip.source, self.sample_rate, clip.start_s, clip.end_s,
-                               name=clip.describe_source())
-        except AudioDecodeError as exc:
-            return _Decoded(clip.id, None, exc.reason)
-        return _Decoded(clip.id, torch.from_numpy(audio), None)
-
-
-def _groups(items, size: int):
-    """Consecutive lists of ``size`` items (the last may be shorter)."""
-    group = []
-    for item in items:
-        group.append(item)
-        if len(group) == size:
-            yield group
-            group = []
-    if group:
-        yield group
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
 
 
 def _as_layers(out: torch.Tensor | Sequence[torch.Tensor], encoder: Encoder) -> list[torch.Tensor]:
@@ -125,10 +94,78 @@ def _as_layers(out: torch.Tensor | Sequence[torch.Tensor], encoder: Encoder) -> 
     return layers
 
 
-def embed_waveforms(encoder: Encoder, waves: list[torch.Tensor], frame_rate: float,
-                    batch_size: int) -> list[list[np.ndarray]]:
-    """Per clip, per layer: ``[frames at frame_rate, dim]`` fp16 arrays."""
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+class BatchSizer:
+    """Windows per forward pass: a fixed number, or (``"auto"``) as many as fit in 70% of the
+    GPU memory still free, measured with one small probe batch; halved on out-of-memory.
+
+    On the CPU ``auto`` means :data:`CPU_AUTO_BATCH`: larger batches gain nothing there.
+    """
+
+    def __init__(self, requested: int | str, device: torch.device,
+                 log: Callable[[str], None] = print, pad: bool = False):
+        if requested != AUTO and (not isinstance(requested, int) or requested < 1):
+            raise EmbenchError(f"batch size must be a positive integer or 'auto', "
+                               f"got {requested!r}")
+        self.size: int | None = None if requested == AUTO else requested
+        self.device, self.log, self.pad = device, log, pad
+
+    def resolve(self, forward: Callable, window_samples: int) -> int:
+        if self.size is None:
+            self.size = (self._measure(forward, window_samples) if self.device.type == "cuda"
+                         else CPU_AUTO_BATCH)
+        return self.size
+
+    def _measure(self, forward: Callable, window_samples: int) -> int:
+        probe = 4
+        torch.cuda.synchronize(self.device)
+        free, _ = torch.cuda.mem_get_info(self.device)
+        free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        base = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        with torch.inference_mode(), _autocast(self.device):
+            forward(torch.zeros(probe, window_samples, device=self.device))
+        torch.cuda.synchronize(self.device)
+        per_window = max(1, torch.cuda.max_memory_allocated(self.device) - base) / probe
+        fit = int(0.7 * free / per_window)
+        size = max(1, min(MAX_AUTO_BATCH, fit))
+        size = size - size % 8 if size >= 8 else size
+        self.log(f"batch size auto: {size} windows of {window_samples} samples per forward "
+                 f"({per_window / 2**20:.0f} MiB each, {free / 2**30:.1f} GiB free)")
+        return size
+
+    def backoff(self) -> bool:
+        """Halve the batch after an out-of-memory error; False when already 1."""
+        if not self.size or self.size <= 1:
+            return False
+        self.size //= 2
+        self.log(f"out of GPU memory: retrying with batch size {self.size}")
+        return True
+
+    def padded(self, n: int) -> int:
+        """Rows to run for ``n`` windows: with ``torch.compile`` on CUDA, rounded up to a
+        multiple of an eighth of the batch size, so partial batches come in at most 8 shapes
+        (each costs a compilation); otherwise exactly ``n``."""
+        if self.device.type != "cuda" or not self.size or not self.pad:
+            return n
+        step = max(1, self.size // 8)
+        return min(self.size, -(-n // step) * step) if n <= self.size else n
+
+
+AUTO = "auto"
+MAX_AUTO_BATCH = 256  # MERT-95M on an H200 gains < 3% beyond 256 five-second windows
+CPU_AUTO_BATCH = 16
+
+
+def embed_group(encoder: Encoder, waves: list[torch.Tensor], frame_rate: float,
+                sizer: BatchSizer, forward: Callable | None = None) -> PooledBatch:
+    """Queue every window of ``waves`` through the encoder and pool it; returns without
+    waiting for the device (call ``.wait()`` on the result for per-clip, per-layer arrays)."""
     info, device = encoder.info, encoder.device
+    forward = forward or encoder.forward
     sr = info.sample_rate
     buckets: dict[int, list[tuple[int, Window]]] = defaultdict(list)
     for ci, wave in enumerate(waves):
@@ -138,30 +175,50 @@ def embed_waveforms(encoder: Encoder, waves: list[torch.Tensor], frame_rate: flo
     # Whole clips go to the device once (pinned by the DataLoader: asynchronous); windows are
     # sliced and stacked there, so nothing in the loop waits for the GPU.
     on_device = [w.to(device, non_blocking=True) for w in waves]
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), _autocast(device):
         for length in sorted(buckets):
             items = buckets[length]
-            for b0 in range(0, len(items), batch_size):
-                chunk = items[b0:b0 + batch_size]
-                batch = torch.stack([on_device[ci][w.start:w.end] for ci, w in chunk])
+            b0 = 0
+            while b0 < len(items):
+                chunk = items[b0:b0 + sizer.resolve(forward, length)]
+                rows = [on_device[ci][w.start:w.end] for ci, w in chunk]
+                rows += rows[:1] * (sizer.padded(len(rows)) - len(rows))
+                try:
+                    out = forward(torch.stack(rows))
+                except torch.cuda.OutOfMemoryError:
+                    del rows
+                    torch.cuda.empty_cache()
+                    if not sizer.backoff():
+                        raise
+                    continue
                 windows = pooler.windows([ci for ci, _ in chunk],
                                          [w.start / sr for _, w in chunk],
                                          [w.length / sr for _, w in chunk], device)
-                for li, layer in enumerate(_as_layers(encoder.forward(batch), encoder)):
-                    pooler.add(li, windows, layer)
-    return [[layer.half().numpy() for layer in clip] for clip in pooler.result()]
+                for li, layer in enumerate(_as_layers(out, encoder)):
+                    pooler.add(li, windows, layer[:len(chunk)])
+                b0 += len(chunk)
+    return pooler.finish(torch.float16)
+
+
+def embed_waveforms(encoder: Encoder, waves: list[torch.Tensor], frame_rate: float,
+                    batch_size: int | str = AUTO) -> list[list[np.ndarray]]:
+    """Per clip, per layer: ``[frames at frame_rate, dim]`` fp16 arrays."""
+    sizer = BatchSizer(batch_size, encoder.device, log=lambda m: None)
+    pooled = embed_group(encoder, waves, frame_rate, sizer).wait()
+    return [[layer.numpy() for layer in clip] for clip in pooled]
 
 
 @dataclass
 class _Settings:
     device: torch.device
     frame_rate: float
-    batch_size: int
+    batch_size: int | str
     num_workers: int
     weights: Weights
     weights_path: str | None
     show_progress: bool
+    compile: bool = False
+    log: Callable[[str], None] = print
 
 
 def extract(
@@ -171,27 +228,42 @@ def extract(
     *,
     device: torch.device,
     frame_rate: float = 1.0,
-    batch_size: int = 16,
+    batch_size: int | str = AUTO,
     num_workers: int | None = None,
     weights: Weights = "pretrained",
     weights_path: str | None = None,
     show_progress: bool = True,
+    compile: bool = False,
     log: Callable[[str], None] = print,
+    shard: tuple[int, int] | None = None,
 ) -> Features:
-    """Make sure every decodable clip of ``clips`` is in the cache; return the cached features."""
+    """Make sure every decodable clip of ``clips`` is in the cache; return the cached features.
+
+    ``batch_size``: windows per forward pass, or ``"auto"`` (see :class:`BatchSizer`).
+    ``compile``: run the encoder's forward through ``torch.compile`` (worth it for long runs;
+    the first batches of each shape pay the compilation).
+    ``shard=(rank, world_size)``: extract only every ``world_size``-th missing clip, starting
+    at ``rank`` (:mod:`embench.distributed`); the returned features cover what is cached.
+    """
     info = encoder.info
     settings = _Settings(device, frame_rate, batch_size,
-                         default_num_workers() if num_workers is None else num_workers,
-                         weights, weights_path, show_progress)
+                         default_num_workers(device) if num_workers is None else num_workers,
+                         weights, weights_path, show_progress, compile, log)
     cache = EmbeddingCache(cache_root, cache_key(encoder, clips, weights, frame_rate, device,
                                                      weights_path))
     cache.prepare()
     done = cache.done_ids()
     todo = [c for c in clips if c.id not in done]
+    cached = len(clips) - len(todo)
+    part = ""
+    if shard is not None:
+        rank, world = shard
+        todo = todo[rank::world]
+        part = f" (shard {rank} of {world})"
     skipped: dict[str, str] = {}
     if todo:
-        log(f"{info.name}: {len(clips) - len(todo)} of {len(clips)} clips cached, "
-            f"extracting {len(todo)} into {cache.dir}")
+        log(f"{info.name}: {cached} of {len(clips)} clips cached, extracting {len(todo)}{part} "
+            f"into {cache.dir}")
         skipped = _extract_missing(encoder, todo, cache, settings)
     else:
         log(f"{info.name}: all {len(clips)} clips cached in {cache.dir}")
@@ -208,49 +280,129 @@ def _extract_missing(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
         # Decode workers take cores too; an oversubscribed OpenMP pool in this process spins
         # and turns millisecond ops into scheduler-quantum waits.
         torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - s.num_workers)))
+    # cudnn.benchmark stays as the user set it: on an H200 it found nothing faster for MERT's
+    # convolutions and cost seconds of autotuning per new batch shape.
     try:
         return _run_loader(encoder, todo, cache, s)
     finally:
         torch.set_num_threads(threads)
 
 
+#: A group (one cache shard) holds at least this many forward batches of windows on CUDA, so a
+#: padded last batch wastes little; on the CPU one batch is enough.
+BATCHES_PER_GROUP_CUDA = 4
+
+
+def _decode(clip: Clip, sample_rate: int, pin: bool) -> tuple[str, torch.Tensor | None, str | None]:
+    """One clip as ``(clip_id, audio or None, error or None)``: errors travel back as data."""
+    try:
+        audio = torch.from_numpy(load_audio(clip.source, sample_rate, clip.start_s, clip.end_s,
+                                            name=clip.describe_source()))
+    except AudioDecodeError as exc:
+        return clip.id, None, exc.reason
+    return clip.id, (audio.pin_memory() if pin else audio), None
+
+
+def _decoded_clips(encoder: Encoder, todo: list[Clip], s: _Settings,
+                   ahead: Callable[[], int] = lambda: 0):
+    """Clips decoded in order by ``s.num_workers`` threads, keeping ``max(2 x threads,
+    ahead())`` clips decoded or decoding ahead of the consumer.
+
+    Threads, not DataLoader processes: soundfile and soxr release the GIL, so threads decode in
+    parallel, and each decoded clip is pinned by the thread that made it. Worker processes had
+    to send every clip through shared memory to the main process, which unpickled and pinned
+    them one by one and capped decoding at about 8,700 audio-s/s on a 16-core H200 host (the
+    threads: 25,000). The read-ahead must cover a whole group: while the GPU works through one
+    group the main thread is blocked launching its kernels, and the next group has to be
+    decoded by then.
+    """
+    sr, pin = encoder.info.sample_rate, s.device.type == "cuda"
+    if not s.num_workers:
+        for clip in todo:
+            yield _decode(clip, sr, pin)
+        return
+    pool = ThreadPoolExecutor(s.num_workers, thread_name_prefix="embench-decode")
+    try:
+        pending: deque[Future] = deque()
+        rest = iter(todo)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < max(2 * s.num_workers, ahead()):
+                clip = next(rest, None)
+                if clip is None:
+                    exhausted = True
+                else:
+                    pending.append(pool.submit(_decode, clip, sr, pin))
+            if not pending:
+                return
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
                 s: _Settings) -> dict[str, str]:
     info = encoder.info
-    # One clip per worker task, so every worker decodes in parallel; the main process groups
-    # ``batch_size`` decoded clips, whose windows then form the forward batches.
-    loader = torch.utils.data.DataLoader(
-        _DecodeDataset(todo, info.sample_rate), batch_size=None, num_workers=s.num_workers,
-        worker_init_fn=_worker_init if s.num_workers else None,
-        pin_memory=s.device.type == "cuda",
-        prefetch_factor=max(2, 2 * s.batch_size // max(1, s.num_workers)) if s.num_workers
-        else None,
-    )
+    sizer = BatchSizer(s.batch_size, s.device, s.log, pad=s.compile)
+    group_factor = BATCHES_PER_GROUP_CUDA if s.device.type == "cuda" else 1
+    forward: Callable | None = None
     skipped: dict[str, str] = {}
-    pending: list[Future] = []
+    writes: list[Future] = []
+    in_flight: tuple[list[tuple[str, torch.Tensor]], PooledBatch] | None = None
+
+    def store(group, pooled: PooledBatch) -> None:
+        shard = {cid: (len(audio) / info.sample_rate, [a.numpy() for a in layers])
+                 for (cid, audio), layers in zip(group, pooled.wait(), strict=True)}
+        while len(writes) >= 2:  # bound the memory held by unwritten shards
+            writes.pop(0).result()
+        writes.append(writer.submit(cache.write_shard, shard))
+        bar.advance(len(group), sum(len(audio) for _, audio in group) / info.sample_rate)
+
     with ThreadPoolExecutor(max_workers=1) as writer, \
             ExtractionProgress(f"extract {info.name}", len(todo), s.show_progress) as bar:
-        for batch in _groups(loader, s.batch_size):
-            ok = []
-            for item in batch:
-                if item.error is not None:
-                    skipped[item.clip_id] = item.error
-                elif len(item.audio) < info.min_samples:
-                    skipped[item.clip_id] = (f"too short for {info.name}: {len(item.audio)} "
-                                             f"samples < {info.min_samples}")
-                else:
-                    ok.append(item)
-            if ok:
-                if not encoder.loaded:
-                    encoder.load(s.device, s.weights, s.weights_path)
-                pooled = embed_waveforms(encoder, [it.audio for it in ok], s.frame_rate,
-                                         s.batch_size)
-                shard = {it.clip_id: (len(it.audio) / info.sample_rate, layers)
-                         for it, layers in zip(ok, pooled, strict=True)}
-                while len(pending) >= 2:  # bound the memory held by unwritten shards
-                    pending.pop(0).result()
-                pending.append(writer.submit(cache.write_shard, shard))
-            bar.advance(len(batch), sum(len(it.audio) for it in ok) / info.sample_rate)
-        for fut in pending:
+        group: list[tuple[str, torch.Tensor]] = []
+        group_windows = 0
+        per_clip = [1]  # windows in the first usable clip: sizes the read-ahead
+
+        def read_ahead() -> int:
+            return 2 * -(-(sizer.size or 1) * group_factor // per_clip[0])
+
+        clips = _decoded_clips(encoder, todo, s, read_ahead)
+        while True:
+            item = next(clips, None)
+            if item is not None:
+                clip_id, audio, error = item
+                if error is None and len(audio) < info.min_samples:
+                    error = (f"too short for {info.name}: {len(audio)} samples < "
+                             f"{info.min_samples}")
+                if error is not None:
+                    skipped[clip_id] = error
+                    bar.advance(1, 0.0)
+                    continue
+                windows = plan_windows(len(audio), info.sample_rate, info.window_s, info.hop_s)
+                if forward is None:
+                    if not encoder.loaded:
+                        encoder.load(s.device, s.weights, s.weights_path)
+                    forward = (torch.compile(encoder.forward, dynamic=False) if s.compile
+                               else encoder.forward)
+                    sizer.resolve(forward, round(info.window_s * info.sample_rate)
+                                  if info.window_s else windows[0].length)
+                    per_clip[0] = len(windows)
+                group.append((clip_id, audio))
+                group_windows += len(windows)
+                if group_windows < (sizer.size or 1) * group_factor:
+                    continue
+            if group:
+                pooled = embed_group(encoder, [a for _, a in group], s.frame_rate, sizer,
+                                     forward)
+                if in_flight is not None:  # collect the previous group while this one runs
+                    store(*in_flight)
+                in_flight = (group, pooled)
+                group, group_windows = [], 0
+            if item is None:
+                break
+        if in_flight is not None:
+            store(*in_flight)
+        for fut in writes:
             fut.result()
     return skipped

@@ -4,7 +4,7 @@ leaderboard reads. Nothing here is a nested dict of unknown shape except ``detai
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -125,8 +125,10 @@ class RunSpec(_Model):
     frame_rate: float = 1.0
     window_s: float | None = None
     hop_s: float | None = None
-    batch_size: int = 16
+    batch_size: int | Literal["auto"] = "auto"
+    compile: bool = False
     num_workers: int | None = None
+    world_size: int = 1  # processes that shared the extraction (torchrun)
     data_dir: str
     cache_dir: str
     output_dir: str
