@@ -245,6 +245,9 @@ class HFFrameEncoder(Encoder):
         # fp32 master weights whatever the checkpoint stores (transformers 5 loads dtype="auto"):
         # the core runs fp32 on CPU and bf16 autocast on CUDA, and caches under that name.
         self.model = model.to(device=device, dtype=torch.float32).eval()
+        from embench_plugins import fast_conv  # cuDNN's grouped positional conv is slow
+
+        fast_conv.install(self.model)
         self.device, self.weights = device, weights
 
     def unload(self) -> None:
