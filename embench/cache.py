@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,8 +70,15 @@ def _safe_dirname(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "_"
 
 
+def _host_tag() -> str:
+    """This machine's name as one dot-free token: ranks on other nodes of a distributed run
+    share the cache folder, and their temporaries must not be reaped by this node's pid test."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", socket.gethostname()) or "host"
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}{_TMP_SUFFIX}")
+    tmp = path.with_name(f".{path.name}.{_host_tag()}-{os.getpid()}.{uuid.uuid4().hex}"
+                         f"{_TMP_SUFFIX}")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -140,7 +148,10 @@ class EmbeddingCache:
         if not key_file.exists():
             _atomic_write_bytes(key_file, json.dumps(asdict(self.key), indent=2).encode())
         for tmp in self.dir.glob(f".*{_TMP_SUFFIX}"):
-            pid = tmp.name.split(".")[-3] if tmp.name.count(".") >= 3 else ""
+            owner = tmp.name.split(".")[-3] if tmp.name.count(".") >= 3 else ""
+            host, _, pid = owner.rpartition("-")  # no host: written before hosts were recorded
+            if host and host != _host_tag():
+                continue  # another node's write, perhaps in progress
             if not pid.isdigit() or not _pid_alive(int(pid)):
                 tmp.unlink(missing_ok=True)
 

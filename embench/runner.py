@@ -79,61 +79,89 @@ def write_result(result: RunResult, path: Path) -> None:
 
 
 def run(spec: RunSpec, registry: Registry, *, argv: list[str] | None = None,
-        log: Callable[[str], None] = print, show_progress: bool = True) -> tuple[RunResult, Path]:
-    """Execute ``spec``; returns the RunResult and the path of its JSON file."""
+        log: Callable[[str], None] = print,
+        show_progress: bool = True) -> tuple[RunResult, Path | None]:
+    """Execute ``spec``; returns the RunResult and the path of its JSON file (``None`` on the
+    worker ranks of a torchrun launch, which write no results: see :mod:`embench.distributed`)."""
+    from embench import distributed
     from embench.extract import resolve_device
 
     encoders = [with_windowing(registry.encoder(n), spec.window_s, spec.hop_s)
                 for n in spec.encoders]
     tasks = [registry.task(n) for n in spec.tasks]
     protocols = protocols_for(spec, tasks)
-    device = resolve_device(spec.device)
-    run_id = new_run_id()
-    out_dir = Path(spec.output_dir)
-    path = out_dir / f"run-{run_id}.json"
-    result = RunResult(run_id=run_id, provenance=provenance.collect(str(device), argv), spec=spec)
+    ranks, device_spec = distributed.from_environment(spec.device)
     try:
-        write_result(result, path)
-    except OSError as exc:
-        raise EmbenchError(f"Cannot write results to {out_dir}: {exc.strerror or exc}. "
-                           f"Choose a writable folder with --output-dir.") from None
-    try:
-        _run_pairs(spec, result, path, encoders, tasks, protocols, device, log, show_progress)
-    except KeyboardInterrupt:
-        write_result(result, path)
-        log(f"Interrupted: the {len(result.results)} pair(s) scored so far are saved in {path}. "
-            f"Run the same command again to continue; cached embeddings are reused.")
-        raise
-    result.provenance.finished_at = provenance.now()
-    write_result(result, path)
-    return result, path
+        device = resolve_device(device_spec)
+        if not ranks.is_main:  # workers extract their shards; rank 0 reports
+            worker_log = log
+            log = lambda m: worker_log(f"[rank {ranks.rank}] {m}")  # noqa: E731
+            show_progress = False
+        spec = spec.model_copy(update={"world_size": ranks.world_size})
+        run_id = new_run_id()
+        out_dir = Path(spec.output_dir)
+        path = out_dir / f"run-{run_id}.json"
+        result = RunResult(run_id=run_id, provenance=provenance.collect(str(device), argv),
+                           spec=spec)
+        save = (lambda: write_result(result, path)) if ranks.is_main else (lambda: None)
+        try:
+            save()
+        except OSError as exc:
+            raise EmbenchError(f"Cannot write results to {out_dir}: {exc.strerror or exc}. "
+                               f"Choose a writable folder with --output-dir.") from None
+        try:
+            _run_pairs(spec, result, save, encoders, tasks, protocols, device, log,
+                       show_progress, ranks)
+        except KeyboardInterrupt:
+            save()
+            if ranks.is_main:
+                log(f"Interrupted: the {len(result.results)} pair(s) scored so far are saved in "
+                    f"{path}. Run the same command again to continue; cached embeddings are "
+                    f"reused.")
+            raise
+        result.provenance.finished_at = provenance.now()
+        save()
+    finally:
+        ranks.close()
+    return result, (path if ranks.is_main else None)
 
 
-def _run_pairs(spec: RunSpec, result: RunResult, path: Path, encoders, tasks, protocols, device,
-               log, show_progress) -> None:
+def _run_pairs(spec: RunSpec, result: RunResult, save: Callable[[], None], encoders, tasks,
+               protocols, device, log, show_progress, ranks) -> None:
     out_dir = Path(spec.output_dir)
+    pair_root = out_dir / f"run-{result.run_id}"
 
     clipsets: dict[str, ClipSet] = {}
     for task in tasks:
+        error: Exception | None = None
         try:
             clips = task.load(Path(spec.data_dir))
             if clips.dataset_revision is None:
                 clips.dataset_revision = task.info.dataset_revision
-            clipsets[task.name] = clips
         except Exception as exc:
-            for encoder in encoders:
-                _record_failure(result, encoder.name, task.name, protocols[task.name], exc, log)
+            error = exc
+        # every rank keeps or drops the task together, or the ranks' pairs would not line up
+        errors = ranks.gather_ok(None if error is None else f"{type(error).__name__}: {error}")
+        if error is None and any(errors):
+            bad = next(r for r, e in enumerate(errors) if e)
+            error = EmbenchError(f"loading {task.name} failed on rank {bad}: {errors[bad]}")
+        if error is None:
+            clipsets[task.name] = clips
+            continue
+        for encoder in encoders:
+            _record_failure(result, encoder.name, task.name, protocols[task.name], error, log)
     for encoder in encoders:
         for task in tasks:
             if task.name not in clipsets:
                 continue
             try:
-                result.results.append(
-                    _run_pair(spec, encoder, task, clipsets[task.name], protocols[task.name],
-                              device, out_dir / f"run-{result.run_id}", log, show_progress))
+                scored = _run_pair(spec, encoder, task, clipsets[task.name], protocols[task.name],
+                                   device, pair_root, log, show_progress, ranks)
+                if scored is not None:
+                    result.results.append(scored)
             except Exception as exc:
                 _record_failure(result, encoder.name, task.name, protocols[task.name], exc, log)
-            write_result(result, path)
+            save()
         if encoder.loaded:
             encoder.unload()
             if device.type == "cuda":
@@ -153,16 +181,39 @@ def _record_failure(result: RunResult, encoder: str, task: str, protocol: str,
 
 
 def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_root: Path,
-              log, show_progress) -> TaskResult:
+              log, show_progress, ranks) -> TaskResult | None:
+    """Score one pair; ``None`` on a worker rank (it only extracts its shard)."""
     from embench.extract import compute_dtype, extract
 
     start = time.perf_counter()
     features = None
-    if task.requires_features(protocol):
-        features = extract(encoder, clips, Path(spec.cache_dir), device=device,
-                           frame_rate=spec.frame_rate, batch_size=spec.batch_size,
-                           num_workers=spec.num_workers, weights=spec.weights,
-                           weights_path=spec.weights_path, show_progress=show_progress, log=log)
+    needs_features = task.requires_features(protocol)
+    if not needs_features and not ranks.is_main:
+        return None  # fine-tuning protocols run on rank 0 alone
+
+    def extract_(shard):
+        return extract(encoder, clips, Path(spec.cache_dir), device=device,
+                       frame_rate=spec.frame_rate, batch_size=spec.batch_size,
+                       compile=spec.compile, num_workers=spec.num_workers, weights=spec.weights,
+                       weights_path=spec.weights_path, show_progress=show_progress, log=log,
+                       shard=shard)
+
+    if needs_features and ranks.active:
+        error = None
+        try:
+            extract_(ranks.shard())
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        errors = ranks.gather_ok(error)
+        if any(errors):
+            bad = [f"rank {r}: {e}" for r, e in enumerate(errors) if e]
+            raise EmbenchError(f"extraction failed on {len(bad)} rank(s): " + "; ".join(bad))
+        if not ranks.is_main:
+            return None
+    if needs_features:
+        # single process: everything; rank 0 after a sharded extraction: finds every shard
+        # cached (clips that failed to decode on another rank are retried, and fail fast)
+        features = extract_(None)
         if not features.clip_ids:
             raise EmbenchError(f"no clip of {task.name} could be decoded for {encoder.name}; "
                                f"first reasons: {list(features.skipped.items())[:3]}")

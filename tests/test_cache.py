@@ -84,3 +84,18 @@ def test_weights_fingerprint_follows_checkpoint_files(tmp_path):
     assert first == weights_fingerprint(str(tmp_path)) and first.startswith(str(tmp_path))
     (tmp_path / "model.safetensors").write_bytes(b"123456")
     assert weights_fingerprint(str(tmp_path)) != first
+
+
+def test_temporaries_of_other_hosts_are_left_alone(tmp_path):
+    """Ranks on other nodes share the cache folder: their in-progress writes must survive a
+    prepare() here, while this host's dead writes are reaped."""
+    from embench.cache import _host_tag
+
+    cache = EmbeddingCache(tmp_path, _key())
+    cache.prepare()
+    other = cache.dir / ".shard-x.safetensors.othernode-999999999.abc.tmp"
+    mine_dead = cache.dir / f".shard-y.safetensors.{_host_tag()}-999999999.abc.tmp"
+    for tmp in (other, mine_dead):
+        tmp.write_bytes(b"partial")
+    EmbeddingCache(tmp_path, _key()).prepare()
+    assert other.exists() and not mine_dead.exists()
