@@ -1,0 +1,191 @@
+"""embench's extraction speed on one GPU, each figure beside its baseline from the same run.
+
+For MERT-95M, MERT-330M, wav2vec2-base and CLAP at real size (seeded random weights, so no
+download) on 30 s clips stored as 22.05 kHz 16-bit WAV files (GTZAN's format), it reports:
+
+- **end to end**: ``embench.extract`` from the files (decode + resample in DataLoader workers,
+  windowing, bf16 autocast, pooling to 1 Hz, fp16 safetensors cache writes), batch size
+  ``auto``, after a short warm-up run on other files (cuDNN autotuning, the batch-size probe);
+- **in memory**: the same path on clips already decoded (no files, no cache);
+- **forward only**: the model alone on a device-resident batch of windows;
+- **seed-style**: fp32, eager attention, one clip at a time, no cache (``seed_style.py``);
+- model GFLOP per audio-second (``torch.utils.flop_counter``), achieved TFLOP/s of the end-to-end
+  figure and its fraction of the card's dense bf16 peak, and peak GPU memory.
+
+Run: ``python benchmarks/gpu.py`` (about 3-4 minutes on an H100/H200; ``--quick`` checks the
+script on the CPU with tiny inputs). The files sit in the page cache, as on a second epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+from benchmarks.seed_style import seed_style_throughput  # noqa: E402
+
+CLIP_S = 30.0
+FILE_SR = 22050
+#: Dense bf16 tensor-core peaks from the vendors' spec sheets (SXM parts), TFLOP/s.
+BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
+
+
+def peak_tflops(card: str) -> float | None:
+    for key, value in BF16_PEAK_TFLOPS.items():
+        if key in card:
+            return value
+    return None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def write_wavs(folder: Path, n: int, seconds: float, prefix: str):
+    """``n`` noise clips as 16-bit WAV files; returns embench Clips."""
+    import soundfile as sf
+
+    from embench import Clip
+
+    rng = np.random.default_rng(0)
+    clips = []
+    for i in range(n):
+        path = folder / f"{prefix}{i:05d}.wav"
+        audio = (0.1 * rng.standard_normal(int(seconds * FILE_SR))).astype(np.float32)
+        sf.write(path, audio, FILE_SR, subtype="PCM_16")
+        clips.append(Clip(f"{prefix}{i}", path, "x", "train"))
+    return clips
+
+
+def end_to_end(encoder, clips, cache: Path, device, workers: int) -> float:
+    from embench import ClipSet
+    from embench.extract import extract
+
+    clipset = ClipSet(f"bench/{cache.name}", "none", clips)
+    _sync(device)
+    start = time.perf_counter()
+    extract(encoder, clipset, cache, device=device, batch_size="auto", num_workers=workers,
+            weights="random", show_progress=False, log=lambda m: None)
+    _sync(device)
+    return len(clips) * CLIP_S / (time.perf_counter() - start)
+
+
+def in_memory(encoder, waves, device) -> float:
+    from embench.extract import BatchSizer, embed_group
+
+    sizer = BatchSizer("auto", device, log=lambda m: None)
+    embed_group(encoder, waves[:4], 1.0, sizer).wait()  # warm-up + batch-size probe
+    _sync(device)
+    start = time.perf_counter()
+    for i in range(0, len(waves), 64):
+        embed_group(encoder, waves[i:i + 64], 1.0, sizer).wait()
+    _sync(device)
+    return len(waves) * CLIP_S / (time.perf_counter() - start), sizer.size
+
+
+def forward_only(encoder, batch: int, device, repeats: int = 5) -> float:
+    info = encoder.info
+    window_s = info.window_s or CLIP_S
+    x = 0.1 * torch.randn(batch, int(window_s * info.sample_rate), device=device)
+    autocast = torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda")
+    with torch.inference_mode(), autocast:
+        encoder.forward(x)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            encoder.forward(x)
+        _sync(device)
+    return repeats * batch * window_s / (time.perf_counter() - start)
+
+
+def flops_per_audio_s(encoder, device) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    info = encoder.info
+    window_s = info.window_s or CLIP_S
+    x = torch.zeros(2, int(window_s * info.sample_rate), device=device)
+    counter = FlopCounterMode(display=False)
+    # no_grad, not inference_mode: weight-norm parametrisations fail under the flop counter
+    # in inference mode
+    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16,
+                                         enabled=device.type == "cuda"), counter:
+        encoder.forward(x)
+    return counter.get_total_flops() / (2 * window_s)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--encoders", default="mert-v1-95m,mert-v1-330m,wav2vec2-base,clap-music")
+    parser.add_argument("--files", type=int, default=768, help="30 s WAV files, end to end")
+    parser.add_argument("--memory-clips", type=int, default=256)
+    parser.add_argument("--seed-clips", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    parser.add_argument("--quick", action="store_true", help="CPU, tiny counts: check the script")
+    args = parser.parse_args()
+    if args.quick:
+        args.files, args.memory_clips, args.seed_clips, args.workers = 4, 2, 1, 1
+    device = torch.device("cpu" if args.quick else "cuda")
+
+    from embench.plugins import get_registry
+
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = peak_tflops(card)
+    print(f"{card}; torch {torch.__version__}; {CLIP_S:.0f} s clips from {FILE_SR} Hz WAV; "
+          f"{args.workers} decode workers; random-init weights", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        files = write_wavs(Path(tmp), args.files, CLIP_S, "f")
+        warm = write_wavs(Path(tmp), min(32, args.files), CLIP_S, "w")
+        print(f"wrote {len(files) + len(warm)} WAV files in {time.perf_counter() - t0:.0f} s",
+              flush=True)
+        for name in args.encoders.split(","):
+            encoder = get_registry().encoder(name)
+            encoder.load(device, "random")
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            end_to_end(encoder, warm, Path(tmp) / f"warm-{name}", device, args.workers)
+            e2e = end_to_end(encoder, files, Path(tmp) / f"cache-{name}", device, args.workers)
+            mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0
+            sr = encoder.info.sample_rate
+            gen = torch.Generator().manual_seed(0)
+            waves = [0.1 * torch.randn(int(CLIP_S * sr), generator=gen)
+                     for _ in range(args.memory_clips)]
+            if device.type == "cuda":
+                waves = [w.pin_memory() for w in waves]
+            fast, batch = in_memory(encoder, waves, device)
+            fwd = forward_only(encoder, batch, device)
+            flops = flops_per_audio_s(encoder, device)
+            seed = seed_style_throughput(encoder, waves[:args.seed_clips], device)
+            tflops = flops * e2e / 1e12
+            row = (f"| {name} | {e2e:,.0f} | {e2e / seed:.1f}x | {seed:,.0f} | {fast:,.0f} | "
+                   f"{fwd:,.0f} | {batch} | {flops / 1e9:.1f} | {tflops:.0f} | "
+                   f"{f'{100 * tflops / peak:.0f}%' if peak else '-'} | {mem:.1f} |")
+            rows.append(row)
+            print(row, flush=True)
+            print(f"E2E {name} {e2e:.0f} conv={os.environ.get('EMBENCH_UNFOLD_CONV', 'pos')}",
+                  flush=True)
+            encoder.unload()
+            del waves
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    print()
+    print(f"{card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, "
+          f"EMBENCH_UNFOLD_CONV={os.environ.get('EMBENCH_UNFOLD_CONV', 'pos')}")
+    print("| encoder | end to end audio-s/s | vs seed-style | seed-style | in memory | "
+          "forward only | batch (windows) | GFLOP per audio-s | TFLOP/s (e2e) | of bf16 peak "
+          "| peak GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
