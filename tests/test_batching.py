@@ -65,13 +65,31 @@ def test_out_of_memory_at_batch_one_is_raised():
         embed_group(enc, _waves(1), 1.0, BatchSizer(2, CPU, log=lambda m: None))
 
 
-def test_padding_only_for_compiled_cuda_batches():
+def test_partial_cuda_batches_are_padded_to_eight_shapes():
     cuda = torch.device("cuda")
-    sizer = BatchSizer(64, cuda, pad=True)
-    sizer.size = 64
+    sizer = BatchSizer(64, cuda)
     assert [sizer.padded(n) for n in (1, 8, 9, 63, 64)] == [8, 8, 16, 64, 64]
-    assert BatchSizer(64, cuda).padded(9) == 9  # not compiled: exact shapes
-    assert BatchSizer(64, CPU, pad=True).padded(9) == 9
+    assert {sizer.padded(n) for n in range(1, 65)} == {8, 16, 24, 32, 40, 48, 56, 64}
+    assert BatchSizer(64, cuda, pad=False).padded(9) == 9
+    assert BatchSizer(64, CPU).padded(9) == 9  # the CPU runs exact shapes
+
+
+class PaddedOnCPU(BatchSizer):
+    """A CPU stand-in for CUDA's padding, to check padded rows never reach the results."""
+
+    def padded(self, n: int) -> int:
+        return self.size
+
+
+def test_padding_rows_do_not_change_results():
+    waves = _waves(3)  # 9 windows: batches of 4, 4 and 1 padded to 4
+    enc = SpectralEncoder()
+    enc.load(CPU)
+    exact = embed_group(enc, waves, 1.0, BatchSizer(4, CPU)).wait()
+    padded = embed_group(enc, waves, 1.0, PaddedOnCPU(4, CPU)).wait()
+    for a, b in zip(exact, padded, strict=True):
+        for x, y in zip(a, b, strict=True):
+            torch.testing.assert_close(x, y)
 
 
 def test_compile_wraps_the_forward_and_changes_no_result(tmp_path, monkeypatch):
