@@ -11,6 +11,7 @@ same answer on every machine and needs no matplotlib.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,32 @@ def publish_problems(run: RunResult) -> list[str]:
         if len(values) != len(res.seeds):
             problems.append(f"field results.{i}.scores.{res.main_score}: {len(values)} value(s) "
                             f"for {len(res.seeds)} seed(s)")
+        problems += _summary_problems(i, res)
+    return problems
+
+
+def _summary_problems(i: int, res) -> list[str]:
+    """A summary must be what its per-seed scores give: a hand-edited mean or interval would
+    otherwise be ranked as if embench had measured it."""
+    from embench.results import ScoreSummary
+
+    problems = []
+    for metric, summary in res.summary.items():
+        values = res.scores.get(metric)
+        if not values:
+            problems.append(f"field results.{i}.summary.{metric}: no per-seed scores to back it")
+            continue
+        expected = ScoreSummary.from_values(values)
+        for name in ("mean", "ci95_low", "ci95_high", "n"):
+            got, want = getattr(summary, name), getattr(expected, name)
+            same = (got == want or (isinstance(got, float) and math.isnan(got)
+                                    and math.isnan(want)) or math.isclose(got, want,
+                                                                          rel_tol=1e-9,
+                                                                          abs_tol=1e-9))
+            if not same:
+                problems.append(f"field results.{i}.summary.{metric}.{name}: {got} but the "
+                                f"per-seed scores give {want}; the file was edited after the run")
+                break
     return problems
 
 
@@ -135,24 +162,32 @@ def build(board: Path) -> BuildReport:
     return report
 
 
+def _hint(board: Path) -> str:
+    """The rebuild command for this folder (with ``--leaderboard-dir`` when not the default)."""
+    if board.resolve() == Path("leaderboard").resolve():
+        return _HINT
+    return _HINT.replace("build`", f"build --leaderboard-dir {board}`")
+
+
 def check(board: Path) -> list[str]:
     """What is out of date with the result files (empty: the folder is current)."""
     board = Path(board)
     rendered = _render(board)
     problems = []
+    hint = _hint(board)
     for name, text in ((README, rendered.readme), (INDEX, rendered.html)):
         path = board / name
         if not path.is_file():
-            problems.append(f"{path} is missing: {_HINT}.")
+            problems.append(f"{path} is missing: {hint}.")
         elif path.read_text(encoding="utf-8") != text:
-            problems.append(f"{path} is out of date with {board / RESULTS_DIR}: {_HINT}.")
+            problems.append(f"{path} is out of date with {board / RESULTS_DIR}: {hint}.")
     for spec in rendered.charts:
         path = _chart_path(board, spec)
         found = read_fingerprint(path)
         if found is None:
-            problems.append(f"{path} is missing or has no chart fingerprint: {_HINT}.")
+            problems.append(f"{path} is missing or has no chart fingerprint: {hint}.")
         elif found != fingerprint(spec):
-            problems.append(f"{path} shows other data than the result files give: {_HINT}.")
-    problems += [f"{p} is no chart of the current page: {_HINT}."
+            problems.append(f"{path} shows other data than the result files give: {hint}.")
+    problems += [f"{p} is no chart of the current page: {hint}."
                  for p in _stale_charts(board, rendered.charts)]
     return problems

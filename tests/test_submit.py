@@ -112,3 +112,16 @@ def test_stable_names():
     name = stable_name(evil)
     assert "/" not in name and " " not in name and not name.startswith(".")
     assert name != stable_name(make_run([probe_result("../../etc/passwd x")], run_id="../x?y"))
+
+
+def test_a_summary_that_its_seed_scores_do_not_give_is_refused(tmp_path):
+    """A hand-edited mean would be ranked as if measured: refuse it, naming the field."""
+    board = new_board(tmp_path)
+    run = make_run([probe_result("melspec")])
+    data = json.loads(run.model_dump_json())
+    data["results"][0]["summary"]["accuracy"]["mean"] = 99.0
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(data))
+    with pytest.raises(EmbenchError, match=r"summary\.accuracy\.mean: 99\.0 but the per-seed"):
+        submit_result(edited, board)
+    assert _results(board) == []
