@@ -79,7 +79,7 @@ def cli() -> None:
               help="Seconds between window starts (default: the window length).")
 @click.option("--batch-size", default="auto", show_default=True, callback=lambda c, p, v:
               _parse_batch_size(v), help="Windows per forward pass, or 'auto': as many as fit "
-              "in free GPU memory (halved on out-of-memory); 16 on the CPU.")
+              "in free GPU memory (halved on out-of-memory); on the CPU one or two.")
 @click.option("--compile", "compile_", is_flag=True, help="Run encoders through torch.compile "
               "(pays off on long GPU runs).")
 @click.option("--num-workers", type=click.IntRange(min=0), default=None,

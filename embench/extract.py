@@ -103,7 +103,9 @@ class BatchSizer:
     """Windows per forward pass: a fixed number, or (``"auto"``) as many as fit in 70% of the
     GPU memory still free, measured with one small probe batch; halved on out-of-memory.
 
-    On the CPU ``auto`` means :data:`CPU_AUTO_BATCH`: larger batches gain nothing there.
+    On the CPU ``auto`` means at most :data:`CPU_AUTO_SAMPLES` samples per batch (one or two
+    windows): larger batches were slower there (melspec on 30 s clips: 7,435 audio-s/s one
+    at a time, 2,407 sixteen at a time, 2 cores), as the CPU is memory-bound, not idle.
     """
 
     def __init__(self, requested: int | str, device: torch.device,
@@ -117,7 +119,7 @@ class BatchSizer:
     def resolve(self, forward: Callable, window_samples: int) -> int:
         if self.size is None:
             self.size = (self._measure(forward, window_samples) if self.device.type == "cuda"
-                         else CPU_AUTO_BATCH)
+                         else max(1, CPU_AUTO_SAMPLES // max(1, window_samples)))
         return self.size
 
     def _measure(self, forward: Callable, window_samples: int) -> int:
@@ -162,7 +164,7 @@ class BatchSizer:
 
 AUTO = "auto"
 MAX_AUTO_BATCH = 256  # MERT-95M on an H200 gains < 3% beyond 256 five-second windows
-CPU_AUTO_BATCH = 16
+CPU_AUTO_SAMPLES = 2**17
 
 
 def embed_group(encoder: Encoder, waves: list[torch.Tensor], frame_rate: float,
@@ -280,22 +282,18 @@ def extract(
 
 def _extract_missing(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
                      s: _Settings) -> dict[str, str]:
-    threads = torch.get_num_threads()
-    if s.device.type == "cpu" and s.num_workers:
-        # Decode workers take cores too; an oversubscribed OpenMP pool in this process spins
-        # and turns millisecond ops into scheduler-quantum waits.
-        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - s.num_workers)))
-    # cudnn.benchmark stays as the user set it: on an H200 it found nothing faster for MERT's
-    # convolutions and cost seconds of autotuning per new batch shape.
-    try:
-        return _run_loader(encoder, todo, cache, s)
-    finally:
-        torch.set_num_threads(threads)
+    # The encoder keeps every torch thread on the CPU too: decode threads are busy only briefly
+    # per clip, and taking a core from the model halved MERT-95M's end-to-end rate on 2 cores
+    # (3.2 vs 5.7 audio-s/s). cudnn.benchmark stays as the user set it: on an H200 it found
+    # nothing faster for MERT's convolutions and cost seconds of autotuning per batch shape.
+    return _run_loader(encoder, todo, cache, s)
 
 
 #: A group (one cache shard) holds at least this many forward batches of windows on CUDA, so a
 #: padded last batch wastes little; on the CPU one batch is enough.
 BATCHES_PER_GROUP_CUDA = 4
+#: ...and at least this many windows, so shards do not shrink to a clip each at batch size 1.
+MIN_GROUP_WINDOWS = 16
 #: Decode threads pin the clips they decode (CUDA only), so host-to-device copies are async.
 PIN_IN_THREADS = True
 
@@ -403,8 +401,11 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
         group_windows = 0
         per_clip = [1]  # windows in the first usable clip: sizes the read-ahead
 
+        def group_target() -> int:
+            return max(MIN_GROUP_WINDOWS, (sizer.size or 1) * group_factor)
+
         def read_ahead() -> int:
-            return 2 * -(-(sizer.size or 1) * group_factor // per_clip[0])
+            return 2 * -(-group_target() // per_clip[0])
 
         clips = _decoded_clips(encoder, todo, s, read_ahead)
         while True:
@@ -429,7 +430,7 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
                     per_clip[0] = len(windows)
                 group.append((clip_id, audio))
                 group_windows += len(windows)
-                if group_windows < (sizer.size or 1) * group_factor:
+                if group_windows < group_target():
                     continue
             if group:
                 pooled = watch.timed(queue_label, embed_group, encoder,
@@ -437,6 +438,9 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
                 if in_flight is not None:  # collect the previous group while this one runs
                     store(*in_flight)
                 in_flight = (group, pooled)
+                if not gpu:  # the CPU computed it already: store it now, nothing to overlap
+                    store(*in_flight)
+                    in_flight = None
                 group, group_windows = [], 0
             if item is None:
                 break

@@ -33,8 +33,10 @@ class OutOfMemoryAbove(SpectralEncoder):
         return super().forward(waveforms)
 
 
-def test_auto_on_the_cpu_is_sixteen_and_sizes_are_validated():
-    assert BatchSizer("auto", CPU).resolve(lambda x: x, 16000) == 16
+def test_auto_on_the_cpu_is_about_128k_samples_and_sizes_are_validated():
+    assert BatchSizer("auto", CPU).resolve(lambda x: x, 64_000) == 2  # 4 s at 16 kHz
+    assert BatchSizer("auto", CPU).resolve(lambda x: x, 120_000) == 1  # a 5 s MERT window
+    assert BatchSizer("auto", CPU).resolve(lambda x: x, 480_000) == 1
     assert BatchSizer(5, CPU).resolve(lambda x: x, 16000) == 5
     for bad in (0, -1, "big"):
         with pytest.raises(Exception, match="positive integer or 'auto'"):
