@@ -46,6 +46,7 @@ def main() -> None:
     small = max(2, n // 3)
     workers = 1 if args.quick else max(1, (os.cpu_count() or 2) - 1)
 
+    import embench.decoding as decoding
     import embench.extract as ex
     from embench.plugins import get_registry
 
@@ -66,9 +67,9 @@ def main() -> None:
         fixed = t_a - small * CLIP_S / steady
         print(f"steady state {steady:,.0f} audio-s/s; fixed cost {fixed:.2f} s per run",
               flush=True)
-        ex.PIN_IN_THREADS = False
+        decoding.PIN_IN_THREADS = False
         run(enc, files, root / "nopin", device, workers, "no pinning in threads")
-        ex.PIN_IN_THREADS = True
+        decoding.PIN_IN_THREADS = True
         ex.BATCHES_PER_GROUP_CUDA = 8
         run(enc, files, root / "g8", device, workers, "groups of 8 batches")
         ex.BATCHES_PER_GROUP_CUDA = 4

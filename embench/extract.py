@@ -1,11 +1,11 @@
 """Batched embedding extraction into the cache.
 
-Files are decoded, resampled and pinned by a pool of threads (see :func:`_decoded_clips` for
-why not DataLoader processes). The main thread cuts windows, batches windows of
-equal length (audio is never padded), runs the encoder under ``inference_mode`` (bf16 autocast on
-CUDA), pools every layer onto the cache's fixed frame rate and hands finished clips to a
-background writer that stores them as fp16 shards. Clips already in the cache are not decoded
-again, and the encoder's weights are loaded only if some clip needs them.
+Files are decoded, resampled and pinned by a pool of threads (:mod:`embench.decoding`). The
+main thread cuts windows, batches windows of equal length (audio is never padded), runs the
+encoder under ``inference_mode`` (bf16 autocast on CUDA), pools every layer onto the cache's
+fixed frame rate and hands finished clips to a background writer that stores them as fp16
+shards. Clips already in the cache are not decoded again, and the encoder's weights are loaded
+only if some clip needs them.
 
 On CUDA the device never waits for the host: a group's pooled results come back through pinned
 memory behind an event while the next group is already queued; the batch size is chosen from
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embench.audio import load_audio
 from embench.cache import CacheKey, EmbeddingCache, weights_fingerprint
+from embench.decoding import decoded_clips
 from embench.encoder import Encoder, Weights
-from embench.errors import AudioDecodeError, EmbenchError
+from embench.errors import EmbenchError
 from embench.features import Features
 from embench.progress import ExtractionProgress
 from embench.task import Clip, ClipSet
@@ -159,7 +159,7 @@ class BatchSizer:
         if self.device.type != "cuda" or not self.size or not self.pad:
             return n
         step = max(1, self.size // 8)
-        return min(self.size, -(-n // step) * step) if n <= self.size else n
+        return min(self.size, -(-n // step) * step)
 
 
 AUTO = "auto"
@@ -179,7 +179,7 @@ def embed_group(encoder: Encoder, waves: list[torch.Tensor], frame_rate: float,
         for w in plan_windows(len(wave), sr, info.window_s, info.hop_s):
             buckets[w.length].append((ci, w))
     pooler = FramePooler([len(w) / sr for w in waves], frame_rate, info.num_layers)
-    # Whole clips go to the device once (pinned by the DataLoader: asynchronous); windows are
+    # Whole clips go to the device once (pinned by the decode threads: asynchronous); windows are
     # sliced and stacked there, so nothing in the loop waits for the GPU.
     on_device = [w.to(device, non_blocking=True) for w in waves]
     with torch.inference_mode(), _autocast(device):
@@ -271,7 +271,7 @@ def extract(
     if todo:
         log(f"{info.name}: {cached} of {len(clips)} clips cached, extracting {len(todo)}{part} "
             f"into {cache.dir}")
-        skipped = _extract_missing(encoder, todo, cache, settings)
+        skipped = _run_loader(encoder, todo, cache, settings)
     else:
         log(f"{info.name}: all {len(clips)} clips cached in {cache.dir}")
     index = cache.index()
@@ -280,22 +280,11 @@ def extract(
                     num_layers=info.num_layers, dims=tuple(dims), skipped=skipped)
 
 
-def _extract_missing(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
-                     s: _Settings) -> dict[str, str]:
-    # The encoder keeps every torch thread on the CPU too: decode threads are busy only briefly
-    # per clip, and taking a core from the model halved MERT-95M's end-to-end rate on 2 cores
-    # (3.2 vs 5.7 audio-s/s). cudnn.benchmark stays as the user set it: on an H200 it found
-    # nothing faster for MERT's convolutions and cost seconds of autotuning per batch shape.
-    return _run_loader(encoder, todo, cache, s)
-
-
 #: A group (one cache shard) holds at least this many forward batches of windows on CUDA, so a
 #: padded last batch wastes little; on the CPU one batch is enough.
 BATCHES_PER_GROUP_CUDA = 4
 #: ...and at least this many windows, so shards do not shrink to a clip each at batch size 1.
 MIN_GROUP_WINDOWS = 16
-#: Decode threads pin the clips they decode (CUDA only), so host-to-device copies are async.
-PIN_IN_THREADS = True
 
 
 class _Stopwatch:
@@ -320,55 +309,15 @@ class _Stopwatch:
                 f"{audio_s / max(total, 1e-9):,.0f} audio-s/s; main thread: {parts}")
 
 
-def _decode(clip: Clip, sample_rate: int, pin: bool) -> tuple[str, torch.Tensor | None, str | None]:
-    """One clip as ``(clip_id, audio or None, error or None)``: errors travel back as data."""
-    try:
-        audio = torch.from_numpy(load_audio(clip.source, sample_rate, clip.start_s, clip.end_s,
-                                            name=clip.describe_source()))
-    except AudioDecodeError as exc:
-        return clip.id, None, exc.reason
-    return clip.id, (audio.pin_memory() if pin else audio), None
-
-
-def _decoded_clips(encoder: Encoder, todo: list[Clip], s: _Settings,
-                   ahead: Callable[[], int] = lambda: 0):
-    """Clips decoded in order by ``s.num_workers`` threads, keeping ``max(2 x threads,
-    ahead())`` clips decoded or decoding ahead of the consumer.
-
-    Threads, not DataLoader processes: soundfile and soxr release the GIL, so threads decode in
-    parallel, and each decoded clip is pinned by the thread that made it. Worker processes had
-    to send every clip through shared memory to the main process, which unpickled and pinned
-    them one by one and capped decoding at about 8,700 audio-s/s on a 16-core H200 host (the
-    threads: 25,000). The read-ahead must cover a whole group: while the GPU works through one
-    group the main thread is blocked launching its kernels, and the next group has to be
-    decoded by then.
-    """
-    sr, pin = encoder.info.sample_rate, s.device.type == "cuda" and PIN_IN_THREADS
-    if not s.num_workers:
-        for clip in todo:
-            yield _decode(clip, sr, pin)
-        return
-    pool = ThreadPoolExecutor(s.num_workers, thread_name_prefix="embench-decode")
-    try:
-        pending: deque[Future] = deque()
-        rest = iter(todo)
-        exhausted = False
-        while True:
-            while not exhausted and len(pending) < max(2 * s.num_workers, ahead()):
-                clip = next(rest, None)
-                if clip is None:
-                    exhausted = True
-                else:
-                    pending.append(pool.submit(_decode, clip, sr, pin))
-            if not pending:
-                return
-            yield pending.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
                 s: _Settings) -> dict[str, str]:
+    """Decode, embed and cache ``todo``; returns the skipped clips with their reasons.
+
+    The encoder keeps every torch thread on the CPU too: decode threads are busy only briefly
+    per clip, and taking a core from the model halved MERT-95M's end-to-end rate on 2 cores
+    (3.2 vs 5.7 audio-s/s). ``cudnn.benchmark`` stays as the user set it: on an H200 it found
+    nothing faster for MERT's convolutions and cost seconds of autotuning per batch shape.
+    """
     info = encoder.info
     sizer = BatchSizer(s.batch_size, s.device, s.log)
     group_factor = BATCHES_PER_GROUP_CUDA if s.device.type == "cuda" else 1
@@ -378,7 +327,6 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
     in_flight: tuple[list[tuple[str, torch.Tensor]], PooledBatch] | None = None
 
     watch = _Stopwatch()
-    done = [0, 0.0]
     gpu = s.device.type == "cuda"
     queue_label = "queuing GPU work" if gpu else "running the encoder"
     wait_label = "waiting for the GPU" if gpu else "collecting results"
@@ -390,10 +338,7 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
         while len(writes) >= 2:  # bound the memory held by unwritten shards
             watch.timed("waiting for cache writes", writes.pop(0).result)
         writes.append(writer.submit(cache.write_shard, shard))
-        seconds = sum(len(audio) for _, audio in group) / info.sample_rate
-        done[0] += len(group)
-        done[1] += seconds
-        bar.advance(len(group), seconds)
+        bar.advance(len(group), sum(len(audio) for _, audio in group) / info.sample_rate)
 
     with ThreadPoolExecutor(max_workers=1) as writer, \
             ExtractionProgress(f"extract {info.name}", len(todo), s.show_progress) as bar:
@@ -407,7 +352,8 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
         def read_ahead() -> int:
             return 2 * -(-group_target() // per_clip[0])
 
-        clips = _decoded_clips(encoder, todo, s, read_ahead)
+        clips = decoded_clips(todo, info.sample_rate, s.num_workers, s.device.type == "cuda",
+                              read_ahead)
         while True:
             item = watch.timed("waiting for decoding", next, clips, None)
             if item is not None:
@@ -448,6 +394,6 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
             store(*in_flight)
         for fut in writes:
             watch.timed("waiting for cache writes", fut.result)
-    if done[0]:
-        s.log(watch.summary(info.name, done[0], done[1]))
+    if len(todo) > len(skipped):  # every clip not skipped was embedded and stored
+        s.log(watch.summary(info.name, len(todo) - len(skipped), bar.audio_seconds))
     return skipped
