@@ -25,14 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+from benchmarks.bench_models import WAV_RATE as FILE_SR  # noqa: E402
+from benchmarks.bench_models import write_wavs  # noqa: E402
 from benchmarks.seed_style import seed_style_throughput  # noqa: E402
 
 CLIP_S = 30.0
-FILE_SR = 22050
 #: Dense bf16 tensor-core peaks from the vendors' spec sheets (SXM parts), TFLOP/s.
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
 
@@ -47,22 +47,6 @@ def peak_tflops(card: str) -> float | None:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def write_wavs(folder: Path, n: int, seconds: float, prefix: str):
-    """``n`` noise clips as 16-bit WAV files; returns embench Clips."""
-    import soundfile as sf
-
-    from embench import Clip
-
-    rng = np.random.default_rng(0)
-    clips = []
-    for i in range(n):
-        path = folder / f"{prefix}{i:05d}.wav"
-        audio = (0.1 * rng.standard_normal(int(seconds * FILE_SR))).astype(np.float32)
-        sf.write(path, audio, FILE_SR, subtype="PCM_16")
-        clips.append(Clip(f"{prefix}{i}", path, "x", "train"))
-    return clips
 
 
 def end_to_end(encoder, clips, cache: Path, device, workers: int) -> float:
@@ -143,8 +127,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        files = write_wavs(Path(tmp), args.files, CLIP_S, "f")
-        warm = write_wavs(Path(tmp), min(32, args.files), CLIP_S, "w")
+        files = write_wavs(Path(tmp), args.files, CLIP_S, prefix="f").clips
+        warm = write_wavs(Path(tmp), min(32, args.files), CLIP_S, prefix="w").clips
         print(f"wrote {len(files) + len(warm)} WAV files in {time.perf_counter() - t0:.0f} s",
               flush=True)
         for name in args.encoders.split(","):

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
-from benchmarks.gpu import CLIP_S, write_wavs  # noqa: E402
+from benchmarks.bench_models import write_wavs  # noqa: E402
+from benchmarks.gpu import CLIP_S  # noqa: E402
 
 
 def run(encoder, clips, cache: Path, device, workers: int, label: str) -> float:
@@ -52,9 +53,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        parts = [(Path(tmp), 64, CLIP_S, f"p{k}_") for k in range(-(-n // 64))]
+        parts = [(Path(tmp), 64, CLIP_S, 0, f"p{k}_") for k in range(-(-n // 64))]
         with ThreadPoolExecutor(8) as pool:
-            files = [c for part in pool.map(lambda a: write_wavs(*a), parts) for c in part][:n]
+            files = [c for part in pool.map(lambda a: write_wavs(*a), parts)
+                     for c in part.clips][:n]
         print(f"wrote {len(files)} files in {time.perf_counter() - t0:.0f} s", flush=True)
         enc = get_registry().encoder("mert-v1-95m")
         enc.load(device, "random")
