@@ -9,7 +9,7 @@ that fine-tune the encoder run on rank 0 only. Across machines, add ``--nnodes``
 /``--rdzv-endpoint`` as usual; ``--cache-dir`` must then be a folder every node can see.
 
 The process group uses NCCL when the ranks have GPUs and gloo otherwise (so the CPU test runs
-the same code). Every synchronisation goes through :meth:`Ranks.gather_ok`, which also carries
+the same code). Every synchronisation goes through :meth:`Ranks.failures`, which also carries
 each rank's failure, so one rank's error stops the pair on every rank instead of hanging them.
 """
 
@@ -53,6 +53,11 @@ class Ranks:
         errors: list[str | None] = [None] * self.world_size
         dist.all_gather_object(errors, error)
         return errors
+
+    def failures(self, error: str | None) -> list[str]:
+        """Meet every rank with this rank's error (``None``: success); return ``"rank r:
+        reason"`` for each rank that failed, so all ranks take the same branch next."""
+        return [f"rank {r}: {e}" for r, e in enumerate(self.gather_ok(error)) if e]
 
     def close(self) -> None:
         if self.active:

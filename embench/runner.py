@@ -141,10 +141,9 @@ def _run_pairs(spec: RunSpec, result: RunResult, save: Callable[[], None], encod
         except Exception as exc:
             error = exc
         # every rank keeps or drops the task together, or the ranks' pairs would not line up
-        errors = ranks.gather_ok(None if error is None else f"{type(error).__name__}: {error}")
-        if error is None and any(errors):
-            bad = next(r for r, e in enumerate(errors) if e)
-            error = EmbenchError(f"loading {task.name} failed on rank {bad}: {errors[bad]}")
+        failed = ranks.failures(None if error is None else f"{type(error).__name__}: {error}")
+        if error is None and failed:
+            error = EmbenchError(f"loading {task.name} failed on " + "; ".join(failed))
         if error is None:
             clipsets[task.name] = clips
             continue
@@ -204,10 +203,9 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
             extract_(ranks.shard())
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-        errors = ranks.gather_ok(error)
-        if any(errors):
-            bad = [f"rank {r}: {e}" for r, e in enumerate(errors) if e]
-            raise EmbenchError(f"extraction failed on {len(bad)} rank(s): " + "; ".join(bad))
+        failed = ranks.failures(error)
+        if failed:
+            raise EmbenchError(f"extraction failed on {len(failed)} rank(s): " + "; ".join(failed))
         if not ranks.is_main:
             return None
     if needs_features:

@@ -56,6 +56,7 @@ def test_a_plain_process_is_rank_zero_of_one(monkeypatch):
     assert (ranks.rank, ranks.world_size, ranks.active, ranks.is_main) == (0, 1, False, True)
     assert device == "auto" and ranks.shard() is None
     assert ranks.gather_ok("boom") == ["boom"]
+    assert ranks.failures("boom") == ["rank 0: boom"] and ranks.failures(None) == []
 
 
 def test_world_size_without_rank_says_how_to_launch(monkeypatch):
