@@ -128,22 +128,22 @@ class FramePooler:
         """Start turning sums into means and copying them to the host, without waiting: on CUDA
         the copies go to pinned memory behind an event, so the caller can queue the next batch's
         work before it collects this one (:meth:`PooledBatch.wait`)."""
+        if any(sums is None for sums in self.sums):
+            raise ValueError("a layer received no frames")
+        on_cuda = self.sums[0].device.type == "cuda"
         layers = []
         for sums, counts in zip(self.sums, self.counts, strict=True):
-            if sums is None:
-                raise ValueError("a layer received no frames")
             means = (sums / counts.clamp(min=1).unsqueeze(1)).to(dtype)
             filled = counts > 0
-            if means.device.type == "cuda":
+            if on_cuda:
                 host_means = torch.empty(means.shape, dtype=dtype, pin_memory=True)
                 host_filled = torch.empty(filled.shape, dtype=torch.bool, pin_memory=True)
                 host_means.copy_(means, non_blocking=True)
                 host_filled.copy_(filled, non_blocking=True)
                 means, filled = host_means, host_filled
             layers.append((means, filled))
-        event = None
-        if self.sums and self.sums[0] is not None and self.sums[0].device.type == "cuda":
-            event = torch.cuda.Event()
+        event = torch.cuda.Event() if on_cuda else None
+        if event is not None:
             event.record()
         return PooledBatch(layers, event, list(self.n_out), list(self.offsets))
 
