@@ -82,6 +82,10 @@ def cli() -> None:
               "in free GPU memory (halved on out-of-memory); on the CPU one or two.")
 @click.option("--compile", "compile_", is_flag=True, help="Run encoders through torch.compile "
               "(pays off on long GPU runs).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16-autocast", "bf16"]),
+              default="auto", show_default=True, help="Frozen extraction's arithmetic: auto is "
+              "fp32 on the CPU; on CUDA bf16 weights where the encoder allows it, else bf16 "
+              "autocast over fp32 weights. Fine-tuning always keeps fp32 weights.")
 @click.option("--num-workers", type=click.IntRange(min=0), default=None,
               help="Decode threads (default: cores - 1; at most 8 on the CPU).")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="EMBENCH_DATA",
@@ -94,7 +98,7 @@ def cli() -> None:
               show_default=True, help="Where the result JSON and leaderboard.md go.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def run(encoders, tasks, protocol, seeds, device, weights, weights_dir, frame_rate, window_s,
-        hop_s, batch_size, compile_, num_workers, data_dir, cache_dir, output_dir,
+        hop_s, batch_size, compile_, precision, num_workers, data_dir, cache_dir, output_dir,
         progress) -> None:
     """Embed each task's audio with each encoder and score it. With no flags: the offline
     toy suite with the melspec baseline."""
@@ -107,7 +111,7 @@ def run(encoders, tasks, protocol, seeds, device, weights, weights_dir, frame_ra
         encoders=registry.resolve("encoder", encoders), tasks=registry.resolve("task", tasks),
         protocol=protocol, seeds=seeds, device=device, weights=weights,
         weights_path=weights_dir, frame_rate=frame_rate, window_s=window_s, hop_s=hop_s,
-        batch_size=batch_size, compile=compile_,
+        batch_size=batch_size, compile=compile_, precision=precision,
         num_workers=num_workers, data_dir=str(data_dir), cache_dir=str(cache_dir),
         output_dir=str(output_dir),
     )

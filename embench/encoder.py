@@ -66,10 +66,16 @@ class Encoder(ABC):
     """
 
     info: EncoderInfo
+    #: True when ``forward`` runs correctly with its weights cast to bf16 and no autocast
+    #: (:meth:`cast_weights`); frozen extraction on CUDA then does so by default
+    #: (``--precision``). Leave it False if any part of the model must stay fp32.
+    supports_bf16_weights: bool = False
 
     def __init__(self) -> None:
         self.device: torch.device | None = None
         self.weights: Weights | None = None
+        #: The dtype :meth:`cast_weights` last cast the loaded weights to (set by the core).
+        self.cast_dtype: torch.dtype | None = None
 
     @property
     def name(self) -> str:
@@ -99,7 +105,15 @@ class Encoder(ABC):
         """The ``nn.Module`` a fine-tuning protocol unfreezes. Weight-free encoders have none."""
         raise TypeError(f"Encoder {self.name!r} has no trainable module; use a frozen protocol.")
 
+    def cast_weights(self, dtype: torch.dtype) -> None:
+        """Cast the loaded weights to ``dtype`` for frozen extraction (called after
+        :meth:`load`, only when :attr:`supports_bf16_weights`). ``forward`` must then accept
+        float32 waveforms and cast them itself. Fine-tuning always gets a fresh fp32 load."""
+        raise TypeError(f"Encoder {self.name!r} does not support casting its weights; "
+                        f"use --precision bf16-autocast.")
+
     def unload(self) -> None:
         """Free the weights; the encoder can be loaded again later."""
         self.device = None
         self.weights = None
+        self.cast_dtype = None

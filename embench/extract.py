@@ -2,8 +2,9 @@
 
 Files are decoded, resampled and pinned by a pool of threads (:mod:`embench.decoding`). The
 main thread cuts windows, batches windows of equal length (audio is never padded), runs the
-encoder under ``inference_mode`` (bf16 autocast on CUDA), pools every layer onto the cache's
-fixed frame rate and hands finished clips to a background writer that stores them as fp16
+encoder under ``inference_mode`` in the run's precision (:mod:`embench.precision`; on CUDA
+bf16 weights, or bf16 autocast for encoders that need fp32 parts), pools every layer onto the
+cache's fixed frame rate and hands finished clips to a background writer that stores them as fp16
 shards. Clips already in the cache are not decoded again, and the encoder's weights are loaded
 only if some clip needs them.
 
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from embench import precision as precisions
 from embench.cache import CacheKey, EmbeddingCache, weights_fingerprint
 from embench.decoding import decoded_clips
 from embench.encoder import Encoder, Weights
@@ -56,7 +58,9 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 
 def compute_dtype(device: torch.device) -> str:
-    return "bf16-autocast" if device.type == "cuda" else "fp32"
+    """Fine-tuning's arithmetic (fp32 master weights, bf16 autocast on CUDA); frozen extraction
+    chooses with ``precision`` (:mod:`embench.precision`)."""
+    return precisions.default_for(device)
 
 
 def default_num_workers(device: torch.device | None = None) -> int:
@@ -69,13 +73,15 @@ def default_num_workers(device: torch.device | None = None) -> int:
 
 
 def cache_key(encoder: Encoder, clips: ClipSet, weights: str, frame_rate: float,
-              device: torch.device, weights_path: str | None = None) -> CacheKey:
+              device: torch.device, weights_path: str | None = None,
+              precision: str | None = None) -> CacheKey:
+    """``precision``: the resolved one (default: :func:`compute_dtype`)."""
     info = encoder.info
     return CacheKey(
         encoder=info.name, encoder_version=info.version, weights=weights, revision=info.revision,
         weights_source=weights_fingerprint(weights_path) if weights == "pretrained" else None,
         sample_rate=info.sample_rate, window_s=info.window_s, hop_s=info.hop_s,
-        frame_rate=frame_rate, compute_dtype=compute_dtype(device),
+        frame_rate=frame_rate, compute_dtype=precision or compute_dtype(device),
         dataset_id=clips.dataset_id, dataset_revision=clips.dataset_revision,
     )
 
@@ -95,10 +101,6 @@ def _as_layers(out: torch.Tensor | Sequence[torch.Tensor], encoder: Encoder) -> 
     return layers
 
 
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 class BatchSizer:
     """Windows per forward pass: a fixed number, or (``"auto"``) as many as fit in 70% of the
     GPU memory still free, measured with one small probe batch; halved on out-of-memory.
@@ -109,12 +111,15 @@ class BatchSizer:
     """
 
     def __init__(self, requested: int | str, device: torch.device,
-                 log: Callable[[str], None] = print, pad: bool = True):
+                 log: Callable[[str], None] = print, pad: bool = True,
+                 precision: str | None = None):
         if requested != AUTO and (not isinstance(requested, int) or requested < 1):
             raise EmbenchError(f"batch size must be a positive integer or 'auto', "
                                f"got {requested!r}")
         self.size: int | None = None if requested == AUTO else requested
         self.device, self.log, self.pad = device, log, pad
+        #: the resolved precision every forward of this extraction runs in
+        self.precision = precision or precisions.default_for(device)
 
     def resolve(self, forward: Callable, window_samples: int) -> int:
         if self.size is None:
@@ -129,7 +134,7 @@ class BatchSizer:
         free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
         base = torch.cuda.memory_allocated(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
-        with torch.inference_mode(), _autocast(self.device):
+        with torch.inference_mode(), precisions.context(self.precision, self.device):
             forward(torch.zeros(probe, window_samples, device=self.device))
         torch.cuda.synchronize(self.device)
         per_window = max(1, torch.cuda.max_memory_allocated(self.device) - base) / probe
@@ -182,7 +187,7 @@ def embed_group(encoder: Encoder, waves: list[torch.Tensor], frame_rate: float,
     # Whole clips go to the device once (pinned by the decode threads: asynchronous); windows are
     # sliced and stacked there, so nothing in the loop waits for the GPU.
     on_device = [w.to(device, non_blocking=True) for w in waves]
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), precisions.context(sizer.precision, device):
         for length in sorted(buckets):
             items = buckets[length]
             b0 = 0
@@ -208,9 +213,11 @@ def embed_group(encoder: Encoder, waves: list[torch.Tensor], frame_rate: float,
 
 
 def embed_waveforms(encoder: Encoder, waves: list[torch.Tensor], frame_rate: float,
-                    batch_size: int | str = AUTO) -> list[list[np.ndarray]]:
-    """Per clip, per layer: ``[frames at frame_rate, dim]`` fp16 arrays."""
-    sizer = BatchSizer(batch_size, encoder.device, log=lambda m: None)
+                    batch_size: int | str = AUTO,
+                    precision: str | None = None) -> list[list[np.ndarray]]:
+    """Per clip, per layer: ``[frames at frame_rate, dim]`` fp16 arrays. ``precision``: a
+    resolved one the encoder is prepared for (:func:`embench.precision.prepare`)."""
+    sizer = BatchSizer(batch_size, encoder.device, log=lambda m: None, precision=precision)
     pooled = embed_group(encoder, waves, frame_rate, sizer).wait()
     return [[layer.numpy() for layer in clip] for clip in pooled]
 
@@ -226,6 +233,7 @@ class _Settings:
     show_progress: bool
     compile: bool = False
     log: Callable[[str], None] = print
+    precision: str = "fp32"
 
 
 def extract(
@@ -243,6 +251,7 @@ def extract(
     compile: bool = False,
     log: Callable[[str], None] = print,
     shard: tuple[int, int] | None = None,
+    precision: str = "auto",
 ) -> Features:
     """Make sure every decodable clip of ``clips`` is in the cache; return the cached features.
 
@@ -251,13 +260,16 @@ def extract(
     the first batches of each shape pay the compilation).
     ``shard=(rank, world_size)``: extract only every ``world_size``-th missing clip, starting
     at ``rank`` (:mod:`embench.distributed`); the returned features cover what is cached.
+    ``precision``: ``auto``, ``fp32``, ``bf16-autocast`` or ``bf16`` (:mod:`embench.precision`);
+    the resolved one is in the cache key.
     """
     info = encoder.info
+    resolved = precisions.resolve(precision, encoder, device)
     settings = _Settings(device, frame_rate, batch_size,
                          default_num_workers(device) if num_workers is None else num_workers,
-                         weights, weights_path, show_progress, compile, log)
+                         weights, weights_path, show_progress, compile, log, resolved)
     cache = EmbeddingCache(cache_root, cache_key(encoder, clips, weights, frame_rate, device,
-                                                     weights_path))
+                                                     weights_path, resolved))
     cache.prepare()
     done = cache.done_ids()
     todo = [c for c in clips if c.id not in done]
@@ -281,10 +293,17 @@ def extract(
 
 
 #: A group (one cache shard) holds at least this many forward batches of windows on CUDA, so a
-#: padded last batch wastes little; on the CPU one batch is enough.
+#: padded last batch wastes little; on the CPU one batch is enough. The first group holds one
+#: batch, so the GPU starts after a quarter of the decoding it would otherwise wait for.
 BATCHES_PER_GROUP_CUDA = 4
 #: ...and at least this many windows, so shards do not shrink to a clip each at batch size 1.
 MIN_GROUP_WINDOWS = 16
+
+
+def group_windows_target(batch_size: int, cuda: bool, first: bool) -> int:
+    """Windows to gather before a group goes to the encoder (see the constants above)."""
+    batches = BATCHES_PER_GROUP_CUDA if cuda and not first else 1
+    return max(MIN_GROUP_WINDOWS, batch_size * batches)
 
 
 class _Stopwatch:
@@ -319,8 +338,7 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
     nothing faster for MERT's convolutions and cost seconds of autotuning per batch shape.
     """
     info = encoder.info
-    sizer = BatchSizer(s.batch_size, s.device, s.log)
-    group_factor = BATCHES_PER_GROUP_CUDA if s.device.type == "cuda" else 1
+    sizer = BatchSizer(s.batch_size, s.device, s.log, precision=s.precision)
     forward: Callable | None = None
     skipped: dict[str, str] = {}
     writes: list[Future] = []
@@ -345,11 +363,12 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
         group: list[tuple[str, torch.Tensor]] = []
         group_windows = 0
         per_clip = [1]  # windows in the first usable clip: sizes the read-ahead
+        groups_queued = 0
 
-        def group_target() -> int:
-            return max(MIN_GROUP_WINDOWS, (sizer.size or 1) * group_factor)
+        def group_target(first: bool = False) -> int:
+            return group_windows_target(sizer.size or 1, gpu, first)
 
-        def read_ahead() -> int:
+        def read_ahead() -> int:  # two full groups, from the start
             return 2 * -(-group_target() // per_clip[0])
 
         clips = decoded_clips(todo, info.sample_rate, s.num_workers, s.device.type == "cuda",
@@ -367,8 +386,8 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
                     continue
                 windows = plan_windows(len(audio), info.sample_rate, info.window_s, info.hop_s)
                 if forward is None:
-                    if not encoder.loaded:
-                        encoder.load(s.device, s.weights, s.weights_path)
+                    precisions.prepare(encoder, s.precision, s.device, s.weights,
+                                       s.weights_path)
                     forward = (torch.compile(encoder.forward, dynamic=False) if s.compile
                                else encoder.forward)
                     sizer.resolve(forward, round(info.window_s * info.sample_rate)
@@ -376,11 +395,12 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
                     per_clip[0] = len(windows)
                 group.append((clip_id, audio))
                 group_windows += len(windows)
-                if group_windows < group_target():
+                if group_windows < group_target(first=groups_queued == 0):
                     continue
             if group:
                 pooled = watch.timed(queue_label, embed_group, encoder,
                                      [a for _, a in group], s.frame_rate, sizer, forward)
+                groups_queued += 1
                 if in_flight is not None:  # collect the previous group while this one runs
                     store(*in_flight)
                 in_flight = (group, pooled)

@@ -127,6 +127,9 @@ class RunSpec(_Model):
     hop_s: float | None = None
     batch_size: int | Literal["auto"] = "auto"
     compile: bool = False
+    #: frozen extraction's arithmetic (embench.precision); the resolved one is in each result's
+    #: preprocessing.compute_dtype
+    precision: Literal["auto", "fp32", "bf16-autocast", "bf16"] = "auto"
     num_workers: int | None = None
     world_size: int = 1  # processes that shared the extraction (torchrun)
     data_dir: str

@@ -195,7 +195,7 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
                        frame_rate=spec.frame_rate, batch_size=spec.batch_size,
                        compile=spec.compile, num_workers=spec.num_workers, weights=spec.weights,
                        weights_path=spec.weights_path, show_progress=show_progress, log=log,
-                       shard=shard)
+                       shard=shard, precision=spec.precision)
 
     if needs_features and ranks.active:
         error = None
@@ -241,7 +241,8 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
         missing=[SkippedClip(clip_id=c, reason=r) for c, r in clips.missing],
         preprocessing=Preprocessing(sample_rate=info.sample_rate, window_s=info.window_s,
                                     hop_s=info.hop_s, frame_rate=spec.frame_rate,
-                                    compute_dtype=compute_dtype(device),
+                                    compute_dtype=(features.cache.key.compute_dtype
+                                                   if features else compute_dtype(device)),
                                     cache_key=features.cache.key.digest() if features else None),
         flags=evaluation.flags, details=evaluation.details,
         duration_s=round(time.perf_counter() - start, 3),

@@ -136,6 +136,9 @@ class HFFrameEncoder(Encoder):
     info_version = "1"
     #: Fine-tuning protocols may call :meth:`set_gradient_checkpointing` when this is True.
     supports_gradient_checkpointing = True
+    #: Every op of these models runs in bf16 on CUDA (LayerNorm and GroupNorm accumulate in
+    #: fp32 internally); the input normalisation stays fp32 in :meth:`forward`.
+    supports_bf16_weights = True
 
     def __init__(self, spec: VariantSpec, config: Any | None = None) -> None:
         super().__init__()
@@ -245,10 +248,17 @@ class HFFrameEncoder(Encoder):
         # fp32 master weights whatever the checkpoint stores (transformers 5 loads dtype="auto"):
         # the core runs fp32 on CPU and bf16 autocast on CUDA, and caches under that name.
         self.model = model.to(device=device, dtype=torch.float32).eval()
-        from embench_plugins import fast_conv  # cuDNN's grouped positional conv is slow
+        from embench_plugins import fast_conv, gemm_features
 
-        fast_conv.install(self.model)
+        fast_conv.install(self.model)  # cuDNN's grouped positional conv is slow
+        gemm_features.install(self.model)  # off unless EMBENCH_FEATURE_ENCODER=gemm
         self.device, self.weights = device, weights
+
+    def cast_weights(self, dtype: torch.dtype) -> None:
+        """bf16 weights for frozen extraction (``--precision bf16``, CUDA's default)."""
+        if self.model is None:
+            raise RuntimeError(f"{self.name}: call load() before cast_weights()")
+        self.model.to(dtype)
 
     def unload(self) -> None:
         on_cuda = self.device is not None and self.device.type == "cuda"
@@ -278,7 +288,7 @@ class HFFrameEncoder(Encoder):
         x = waveforms.to(self.device, torch.float32)
         if self.spec.do_normalize:
             x = zero_mean_unit_var(x)
-        out = self.model(x, output_hidden_states=True)
+        out = self.model(x.to(self.model.dtype), output_hidden_states=True)
         states = list(out.hidden_states)
         if getattr(self.model.config, "tie_last_hidden_states", False):
             # Post-final-LayerNorm last state (stable-layer-norm models), as transformers 4 and

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from embench.extract import BatchSizer, embed_group, embed_waveforms, extract
+from embench.extract import (
+    BATCHES_PER_GROUP_CUDA,
+    MIN_GROUP_WINDOWS,
+    BatchSizer,
+    embed_group,
+    embed_waveforms,
+    extract,
+    group_windows_target,
+)
 from tests.fakes import SpectralEncoder, ToneTask
 from tests.helpers_cli import run_main
 
@@ -81,6 +89,13 @@ class PaddedOnCPU(BatchSizer):
 
     def padded(self, n: int) -> int:
         return self.size
+
+
+def test_first_cuda_group_is_one_batch_so_the_gpu_starts_early():
+    assert group_windows_target(256, cuda=True, first=True) == 256
+    assert group_windows_target(256, cuda=True, first=False) == 256 * BATCHES_PER_GROUP_CUDA
+    assert group_windows_target(256, cuda=False, first=False) == 256
+    assert group_windows_target(1, cuda=False, first=True) == MIN_GROUP_WINDOWS
 
 
 def test_padding_rows_do_not_change_results():

@@ -1,0 +1,75 @@
+"""The arithmetic frozen extraction runs an encoder in: ``fp32``, ``bf16-autocast`` (fp32
+weights under bf16 autocast) or ``bf16`` (weights cast to bf16, no autocast).
+
+Why a choice: autocast keeps fp32 master weights and runs normalisations and softmax in fp32,
+so every linear layer's input and output is cast on the way through; with the weights
+themselves in bf16 those casts disappear (MERT-95M on an H200, 256 five-second windows: 7,438
+against 6,308 audio-s/s). Fine-tuning needs fp32 master weights, so only frozen extraction
+casts, and only encoders that say they run correctly that way
+(:attr:`embench.Encoder.supports_bf16_weights`). The precision is part of the cache key and of
+every result, so embeddings of different arithmetic never mix.
+
+``auto`` (the default) is ``fp32`` on the CPU, and on CUDA ``bf16`` where the encoder allows
+it, ``bf16-autocast`` otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+from embench.errors import EmbenchError
+
+if TYPE_CHECKING:
+    import torch
+
+    from embench.encoder import Encoder
+
+PRECISIONS = ("auto", "fp32", "bf16-autocast", "bf16")
+
+
+def resolve(requested: str, encoder: Encoder, device: torch.device) -> str:
+    """The concrete precision ``requested`` means for ``encoder`` on ``device``."""
+    if requested not in PRECISIONS:
+        raise EmbenchError(f"precision {requested!r} is not one of {', '.join(PRECISIONS)}")
+    allows_bf16 = bool(getattr(encoder, "supports_bf16_weights", False))
+    if requested == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if allows_bf16 else "bf16-autocast"
+    if requested == "bf16" and not allows_bf16:
+        raise EmbenchError(f"encoder {encoder.info.name!r} does not run with bf16 weights; use "
+                           f"--precision bf16-autocast (or auto) for it")
+    return requested
+
+
+def default_for(device: torch.device) -> str:
+    """What callers that never chose get: autocast on CUDA, fp32 elsewhere (no weight cast)."""
+    return "bf16-autocast" if device.type == "cuda" else "fp32"
+
+
+def context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast region ``precision`` needs around the encoder's forward (none for ``fp32``
+    and for ``bf16``, whose weights are already bf16)."""
+    import torch
+
+    if precision == "bf16-autocast":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare(encoder: Encoder, precision: str, device: torch.device, weights: str,
+            weights_path: str | None) -> None:
+    """Load ``encoder`` if needed, with its weights in the dtype ``precision`` asks for. An
+    encoder loaded earlier with other weights' dtype is reloaded from its checkpoint rather
+    than cast back, so fp32 never means "bf16 rounded weights"."""
+    import torch
+
+    wanted = torch.bfloat16 if precision == "bf16" else None
+    if encoder.loaded and getattr(encoder, "cast_dtype", None) != wanted:
+        encoder.unload()
+    if not encoder.loaded:
+        encoder.load(device, weights, weights_path)
+    if wanted is not None and getattr(encoder, "cast_dtype", None) != wanted:
+        encoder.cast_weights(wanted)
+        encoder.cast_dtype = wanted
