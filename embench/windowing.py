@@ -47,12 +47,21 @@ def n_output_frames(duration_s: float, frame_rate: float) -> int:
     return max(1, math.ceil(duration_s * frame_rate - 1e-9))
 
 
+class _Plan(NamedTuple):
+    assign: torch.Tensor  # [windows, bins in a window, frames] of 0/1
+    counts: torch.Tensor  # [windows * bins in a window]: frames per bin
+    rows: torch.Tensor  # [windows * bins in a window]: the bin's row in the group's sums
+
+
 class WindowBatch(NamedTuple):
     """One forward batch of windows: ``meta`` rows are ``[start s, span s, last bin, offset]``
-    on the device; ``max_bins`` bounds the bins any one window touches (host-side)."""
+    on the device; ``max_bins`` bounds the bins any one window touches (host-side); ``plans``
+    holds the frame-to-bin assignment per frame count, built by the first layer that needs it
+    and reused by the others (MERT-95M: 13 layers, one assignment)."""
 
     meta: torch.Tensor
     max_bins: int
+    plans: dict[int, _Plan]
 
 
 class FramePooler:
@@ -88,9 +97,31 @@ class FramePooler:
             meta = meta.pin_memory()
         # a window of span s touches at most ceil(s * rate) + 1 bins
         max_bins = max(math.ceil(span * self.frame_rate - 1e-9) + 1 for span in spans_s)
-        return WindowBatch(meta.to(device, non_blocking=True), max_bins)
+        return WindowBatch(meta.to(device, non_blocking=True), max_bins, {})
 
-    def add(self, layer: int, windows: torch.Tensor, frames: torch.Tensor) -> None:
+    def _plan(self, windows: WindowBatch, n_frames: int, device: torch.device) -> _Plan:
+        """Which bin each of a window's ``n_frames`` frames falls in, as a 0/1 matrix over the
+        few consecutive bins a window touches, with the bins' rows in the group's sums."""
+        plan = windows.plans.get(n_frames)
+        if plan is not None:
+            return plan
+        start, span, last, offset = (col.unsqueeze(1) for col in windows.meta.unbind(1))
+        centres = (torch.arange(n_frames, dtype=torch.float64, device=device) + 0.5)
+        times = start + centres.unsqueeze(0) * span / n_frames
+        bins = torch.minimum((times * self.frame_rate).floor().clamp(min=0), last).long()
+        first = bins[:, :1]
+        local = bins - first  # [W, F], non-decreasing from 0 along F
+        n_local = min(n_frames, windows.max_bins)  # known on the host: no device sync
+        assign = torch.zeros(len(windows.meta), n_local, n_frames, device=device)
+        assign.scatter_(1, local.unsqueeze(1), 1.0)
+        rows = (first + offset.long()
+                + torch.arange(n_local, device=device).unsqueeze(0)).reshape(-1)
+        rows = rows.clamp(max=self.offsets[-1] - 1)  # bins past a clip's end hold zeros
+        plan = _Plan(assign, assign.sum(dim=2).reshape(-1), rows)
+        windows.plans[n_frames] = plan
+        return plan
+
+    def add(self, layer: int, windows: WindowBatch, frames: torch.Tensor) -> None:
         """Add one layer's ``frames`` ``[windows, F, D]`` of the batch ``windows`` describes.
 
         Each window's frames fall into a few consecutive bins, so the sums are one batched
@@ -98,27 +129,15 @@ class FramePooler:
         ``index_add_`` of only ``windows x bins`` rows: far fewer colliding atomic adds than
         adding every frame to its bin (75 frames per 1 Hz bin for MERT).
         """
-        n_frames, dim = frames.shape[1], frames.shape[2]
-        start, span, last, offset = (col.unsqueeze(1) for col in windows.meta.unbind(1))
-        centres = (torch.arange(n_frames, dtype=torch.float64, device=frames.device) + 0.5)
-        times = start + centres.unsqueeze(0) * span / n_frames
-        bins = torch.minimum((times * self.frame_rate).floor().clamp(min=0), last).long()
-        first = bins[:, :1]
-        local = bins - first  # [W, F], non-decreasing from 0 along F
-        n_local = min(n_frames, windows.max_bins)  # known on the host: no device sync
-        assign = torch.zeros(frames.shape[0], n_local, n_frames, device=frames.device)
-        assign.scatter_(1, local.unsqueeze(1), 1.0)
+        dim = frames.shape[2]
+        plan = self._plan(windows, frames.shape[1], frames.device)
         with torch.autocast(frames.device.type, enabled=False):  # sums in fp32, not bf16
-            sums = torch.bmm(assign, frames.float())  # [W, n_local, D]
-        counts = assign.sum(dim=2)  # [W, n_local]
-        rows = (first + offset.long()
-                + torch.arange(n_local, device=frames.device).unsqueeze(0)).reshape(-1)
-        rows = rows.clamp(max=self.offsets[-1] - 1)  # bins past a clip's end hold zeros
+            sums = torch.bmm(plan.assign, frames.float())  # [W, n_local, D]
         if self.sums[layer] is None:
             self.sums[layer] = torch.zeros(self.offsets[-1], dim, device=frames.device)
             self.counts[layer] = torch.zeros(self.offsets[-1], device=frames.device)
-        self.sums[layer].index_add_(0, rows, sums.reshape(-1, dim))
-        self.counts[layer].index_add_(0, rows, counts.reshape(-1))
+        self.sums[layer].index_add_(0, plan.rows, sums.reshape(-1, dim))
+        self.counts[layer].index_add_(0, plan.rows, plan.counts)
 
     def result(self) -> list[list[torch.Tensor]]:
         """Per clip, per layer: ``[bins, dim]`` float32 on the CPU (waits for the device)."""
