@@ -3,12 +3,14 @@
 For MERT-95M, MERT-330M, wav2vec2-base and CLAP at real size (seeded random weights, so no
 download) on 30 s clips stored as 22.05 kHz 16-bit WAV files (GTZAN's format), it reports:
 
-- **end to end**: ``embench.extract`` from the files (decode + resample in DataLoader workers,
-  windowing, bf16 autocast, pooling to 1 Hz, fp16 safetensors cache writes), batch size
-  ``auto``, after a short warm-up run on other files (cuDNN autotuning, the batch-size probe);
+- **end to end**: ``embench.extract`` from the files (decode + resample in threads, windowing,
+  the default precision: bf16 weights for MERT and wav2vec2, bf16 autocast for CLAP; pooling to
+  1 Hz, fp16 safetensors cache writes), batch size ``auto``, after a short warm-up run on other
+  files (cuDNN plans, the batch-size probe);
 - **in memory**: the same path on clips already decoded (no files, no cache);
 - **forward only**: the model alone on a device-resident batch of windows;
-- **seed-style**: fp32, eager attention, one clip at a time, no cache (``seed_style.py``);
+- **seed-style**: fp32 weights, eager attention, one clip at a time, no cache
+  (``seed_style.py``);
 - model GFLOP per audio-second (``torch.utils.flop_counter``), achieved TFLOP/s of the end-to-end
   figure and its fraction of the card's dense bf16 peak, and peak GPU memory.
 
@@ -62,25 +64,37 @@ def end_to_end(encoder, clips, cache: Path, device, workers: int) -> float:
     return len(clips) * CLIP_S / (time.perf_counter() - start)
 
 
-def in_memory(encoder, waves, device) -> float:
+def noise_clips(n: int, sample_rate: int, device: torch.device) -> list[torch.Tensor]:
+    """``n`` seeded 30 s noise clips, pinned for asynchronous copies when the device is CUDA."""
+    gen = torch.Generator().manual_seed(0)
+    waves = [0.1 * torch.randn(int(CLIP_S * sample_rate), generator=gen) for _ in range(n)]
+    return [w.pin_memory() for w in waves] if device.type == "cuda" else waves
+
+
+def in_memory(encoder, waves, device, precision: str | None = None):
+    """audio-s/s of ``embed_group`` over decoded ``waves``, the batch size ``auto`` chose, and
+    the pooled embeddings of the first four clips (the warm-up)."""
     from embench.extract import BatchSizer, embed_group
 
-    sizer = BatchSizer("auto", device, log=lambda m: None)
-    embed_group(encoder, waves[:4], 1.0, sizer).wait()  # warm-up + batch-size probe
+    sizer = BatchSizer("auto", device, log=lambda m: None, precision=precision)
+    first = embed_group(encoder, waves[:4], 1.0, sizer).wait()  # warm-up + batch-size probe
     _sync(device)
     start = time.perf_counter()
     for i in range(0, len(waves), 64):
         embed_group(encoder, waves[i:i + 64], 1.0, sizer).wait()
     _sync(device)
-    return len(waves) * CLIP_S / (time.perf_counter() - start), sizer.size
+    return len(waves) * CLIP_S / (time.perf_counter() - start), sizer.size, first
 
 
-def forward_only(encoder, batch: int, device, repeats: int = 5) -> float:
+def forward_only(encoder, batch: int, device, repeats: int = 5,
+                 precision: str | None = None) -> float:
+    from embench import precision as precisions
+
     info = encoder.info
     window_s = info.window_s or CLIP_S
     x = 0.1 * torch.randn(batch, int(window_s * info.sample_rate), device=device)
-    autocast = torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda")
-    with torch.inference_mode(), autocast:
+    context = precisions.context(precision or precisions.default_for(device), device)
+    with torch.inference_mode(), context:
         encoder.forward(x)
         _sync(device)
         start = time.perf_counter()
@@ -118,6 +132,7 @@ def main() -> None:
         args.files, args.memory_clips, args.seed_clips, args.workers = 4, 2, 1, 1
     device = torch.device("cpu" if args.quick else "cuda")
 
+    from embench import precision as precisions
     from embench.plugins import get_registry
 
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -133,25 +148,22 @@ def main() -> None:
               flush=True)
         for name in args.encoders.split(","):
             encoder = get_registry().encoder(name)
-            encoder.load(device, "random")
+            precision = precisions.resolve("auto", encoder, device)
+            precisions.prepare(encoder, precision, device, "random", None)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             end_to_end(encoder, warm, Path(tmp) / f"warm-{name}", device, args.workers)
             e2e = end_to_end(encoder, files, Path(tmp) / f"cache-{name}", device, args.workers)
             mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0
-            sr = encoder.info.sample_rate
-            gen = torch.Generator().manual_seed(0)
-            waves = [0.1 * torch.randn(int(CLIP_S * sr), generator=gen)
-                     for _ in range(args.memory_clips)]
-            if device.type == "cuda":
-                waves = [w.pin_memory() for w in waves]
-            fast, batch = in_memory(encoder, waves, device)
-            fwd = forward_only(encoder, batch, device)
+            waves = noise_clips(args.memory_clips, encoder.info.sample_rate, device)
+            fast, batch, _ = in_memory(encoder, waves, device, precision)
+            fwd = forward_only(encoder, batch, device, precision=precision)
             flops = flops_per_audio_s(encoder, device)
+            precisions.prepare(encoder, "fp32", device, "random", None)  # the seed's weights
             seed = seed_style_throughput(encoder, waves[:args.seed_clips], device)
             tflops = flops * e2e / 1e12
-            row = (f"| {name} | {e2e:,.0f} | {e2e / seed:.1f}x | {seed:,.0f} | {fast:,.0f} | "
-                   f"{fwd:,.0f} | {batch} | {flops / 1e9:.1f} | {tflops:.0f} | "
+            row = (f"| {name} | {precision} | {e2e:,.0f} | {e2e / seed:.1f}x | {seed:,.0f} | "
+                   f"{fast:,.0f} | {fwd:,.0f} | {batch} | {flops / 1e9:.1f} | {tflops:.0f} | "
                    f"{f'{100 * tflops / peak:.0f}%' if peak else '-'} | {mem:.1f} |")
             rows.append(row)
             print(row, flush=True)
@@ -164,10 +176,10 @@ def main() -> None:
     print()
     print(f"{card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, "
           f"EMBENCH_UNFOLD_CONV={os.environ.get('EMBENCH_UNFOLD_CONV', 'pos')}")
-    print("| encoder | end to end audio-s/s | vs seed-style | seed-style | in memory | "
+    print("| encoder | precision | end to end audio-s/s | vs seed-style | seed-style | in memory | "
           "forward only | batch (windows) | GFLOP per audio-s | TFLOP/s (e2e) | of bf16 peak "
           "| peak GiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 

@@ -1,0 +1,143 @@
+"""Which inference variants of the wav2vec2-style encoders are faster on a GPU, and by how much:
+a decision script for the defaults, each figure beside the baseline from the same process.
+
+For each encoder (real size, seeded random weights) it runs four variants: ``--precision``
+``bf16-autocast`` or ``bf16`` (:mod:`embench.precision`) crossed with the CNN feature encoder
+as the module's convolutions or as channels-last GEMMs (``EMBENCH_FEATURE_ENCODER=gemm``,
+:mod:`embench_plugins.gemm_features`). Per variant it prints the model's forward alone on a
+device-resident batch, the in-memory extraction path (``embed_group`` on decoded 30 s clips,
+pooling included), the ratio of each against the first variant (the previous default), peak
+GPU memory, and the worst per-layer cosine similarity of pooled embeddings against fp32 (a
+sanity check on random weights, not a statement about trained ones). Then end to end from WAV
+files (``extract``) for the default and for the fastest variant, with the extraction's own
+breakdown of where the main thread waited.
+
+Run: ``python benchmarks/gpu_variants.py`` (about 3 minutes on an H100/H200); ``--quick`` runs
+it on the CPU with tiny counts to check the script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+from benchmarks.bench_models import write_wavs  # noqa: E402
+from benchmarks.gpu import CLIP_S, forward_only, in_memory, noise_clips  # noqa: E402
+
+VARIANTS = [  # (precision, feature encoder); the first is the baseline of every ratio
+    ("bf16-autocast", "module"),
+    ("bf16", "module"),
+    ("bf16-autocast", "gemm"),
+    ("bf16", "gemm"),
+]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _load(name: str, precision: str, cnn: str, device: torch.device):
+    from embench import precision as precisions
+    from embench.plugins import get_registry
+
+    os.environ["EMBENCH_FEATURE_ENCODER"] = cnn  # read by the plugin's load
+    encoder = get_registry().encoder(name)
+    precisions.prepare(encoder, precision, device, "random", None)
+    return encoder
+
+
+def worst_cosine(pooled, reference) -> float:
+    worst = 1.0
+    for clip, ref_clip in zip(pooled, reference, strict=True):
+        for layer, ref in zip(clip, ref_clip, strict=True):
+            cos = torch.nn.functional.cosine_similarity(layer.float(), ref.float(), dim=-1)
+            worst = min(worst, cos.min().item())
+    return worst
+
+
+def end_to_end(encoder, precision: str, clips, cache: Path, device, workers: int) -> float:
+    from embench import ClipSet
+    from embench.extract import extract
+
+    _sync(device)
+    start = time.perf_counter()
+    extract(encoder, ClipSet(f"bench/{cache.name}", "none", clips), cache, device=device,
+            batch_size="auto", num_workers=workers, weights="random", show_progress=False,
+            precision=precision,
+            log=lambda m: print(f"    {m}", flush=True) if "embedded" in m else None)
+    _sync(device)
+    return len(clips) * CLIP_S / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--encoders", default="mert-v1-95m,wav2vec2-base")
+    parser.add_argument("--batch", type=int, default=256, help="windows per forward-only pass")
+    parser.add_argument("--memory-clips", type=int, default=128)
+    parser.add_argument("--files", type=int, default=512, help="30 s WAV files, end to end")
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    parser.add_argument("--quick", action="store_true", help="CPU, tiny counts: check the script")
+    args = parser.parse_args()
+    reps = 5
+    if args.quick:
+        args.batch, args.memory_clips, args.files, args.workers, reps = 2, 2, 2, 1, 1
+    device = torch.device("cpu" if args.quick else "cuda")
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"{card}; torch {torch.__version__}; {time.strftime('%Y-%m-%d')}; "
+          f"{args.workers} decode threads; random-init weights", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_wavs(Path(tmp), args.files, CLIP_S, prefix="f").clips
+        for name in args.encoders.split(","):
+            reference_encoder = _load(name, "fp32", "module", device)
+            waves = noise_clips(args.memory_clips, reference_encoder.info.sample_rate, device)
+            _, _, reference = in_memory(reference_encoder, waves[:4], device, "fp32")
+            reference_encoder.unload()
+            results = {}
+            for precision, cnn in VARIANTS:
+                encoder = _load(name, precision, cnn, device)
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                fwd = forward_only(encoder, args.batch, device, reps, precision)
+                mem_rate, batch, pooled = in_memory(encoder, waves, device, precision)
+                peak = (torch.cuda.max_memory_allocated(device) / 2**30
+                        if device.type == "cuda" else 0.0)
+                results[(precision, cnn)] = (fwd, mem_rate)
+                base_fwd, base_mem = results[VARIANTS[0]]
+                row = (f"| {name} | {precision} | {cnn} | {fwd:,.0f} | {fwd / base_fwd:.2f}x | "
+                       f"{mem_rate:,.0f} | {mem_rate / base_mem:.2f}x | {batch} | {peak:.1f} | "
+                       f"{worst_cosine(pooled, reference):.5f} |")
+                rows.append(row)
+                print(row, flush=True)
+                encoder.unload()
+            best = max(results, key=lambda v: results[v][1])
+            for precision, cnn in dict.fromkeys([("bf16", "module"), best]):
+                encoder = _load(name, precision, cnn, device)
+                end_to_end(encoder, precision, files[:4], Path(tmp) / f"warm-{name}", device,
+                           args.workers)
+                rate = end_to_end(encoder, precision, files,
+                                  Path(tmp) / f"e2e-{name}-{precision}-{cnn}", device,
+                                  args.workers)
+                line = (f"end to end {name} {precision} {cnn}: {len(files)} files "
+                        f"{rate:,.0f} audio-s/s")
+                rows.append(line)
+                print(line, flush=True)
+                encoder.unload()
+    print()
+    print(f"{card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
+    print("| encoder | precision | CNN | forward audio-s/s | vs autocast+module | in memory "
+          "audio-s/s | vs autocast+module | batch | peak GiB | worst cosine vs fp32 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
