@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     device = torch.device("cpu" if args.quick else "cuda")
-    n = 6 if args.quick else args.files
+    n = 3 if args.quick else args.files
     small = max(2, n // 3)
     workers = 1 if args.quick else max(1, (os.cpu_count() or 2) - 1)
 
@@ -61,7 +61,7 @@ def main() -> None:
         enc = get_registry().encoder("mert-v1-95m")
         enc.load(device, "random")
         root = Path(tmp)
-        run(enc, files[:4], root / "warm", device, workers, "warm-up")
+        run(enc, files[:1 if args.quick else 4], root / "warm", device, workers, "warm-up")
         a = run(enc, files[:small], root / "small", device, workers, "default")
         b = run(enc, files, root / "all", device, workers, "default")
         t_a, t_b = small * CLIP_S / a, n * CLIP_S / b

@@ -2,9 +2,11 @@
 
 For MERT-95M (real size, random init) it times the forward pass under bf16 autocast with the
 convolutions as cuDNN runs them, with the positional conv and then every conv as unfold + GEMM
-(``embench_plugins.fast_conv``), and with pure bf16 weights; prints the top CUDA kernels
-(torch.profiler); optionally tries ``torch.compile``; times the pooling of 13 layers onto the
-1 Hz grid; and measures how fast the decode threads alone decode and resample 30 s WAV files.
+(``embench_plugins.fast_conv``), and then with bf16 weights (the default precision) with the
+module's CNN and with the GEMM feature encoder (``embench_plugins.gemm_features``), printing the
+top CUDA kernels (torch.profiler) of each; optionally tries ``torch.compile``; times the
+pooling of 13 layers onto the 1 Hz grid; and measures how fast the decode threads alone
+decode and resample 30 s WAV files.
 ``--quick`` runs it on the CPU with a tiny batch (to check the script before spending GPU time).
 """
 
@@ -98,14 +100,21 @@ def main() -> None:
     with torch.inference_mode(), ac:
         top_kernels(lambda: enc.forward(x), device)
 
-    if device.type == "cuda":
-        enc.model.to(torch.bfloat16)
-        for b in batches:
-            x = 0.1 * torch.randn(b, win, device=device, dtype=torch.bfloat16)
-            with torch.inference_mode():
-                report("pure bf16 model() unfold=all", b,
-                       timed(lambda x=x: enc.model(x, output_hidden_states=True), device, reps))
-        x = 0.1 * torch.randn(128, win, device=device, dtype=torch.bfloat16)
+    # the default precision on CUDA (bf16 weights, no autocast), with the module's CNN
+    # convolutions and with the GEMM feature encoder: timings and where the kernels' time goes
+    from embench import precision as precisions
+
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    for cnn in ("module", "gemm"):
+        os.environ["EMBENCH_FEATURE_ENCODER"] = cnn
+        enc.unload()
+        precisions.prepare(enc, precision, device, "random", None)
+        x = 0.1 * torch.randn(batches[-1], win, device=device)
+        with torch.inference_mode():
+            report(f"{precision} weights CNN={cnn}", batches[-1],
+                   timed(lambda x=x: enc.forward(x), device, reps))
+            top_kernels(lambda x=x: enc.forward(x), device)
+    del os.environ["EMBENCH_FEATURE_ENCODER"]
 
     # pooling 13 layers of one batch onto the 1 Hz grid (current FramePooler)
     from embench.windowing import FramePooler

@@ -1,0 +1,34 @@
+"""The GPU scripts run on the CPU with ``--quick`` (real-size models, tiny counts), so a script
+broken by a change is found here, not after minutes of a lent GPU. No figure is checked: CPU
+timings of GPU scripts mean nothing; only that each runs to its final table."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+SCRIPTS = {  # script: (arguments, a line its last table must contain)
+    "gpu.py": (["--encoders", "mert-v1-95m"], "| mert-v1-95m | fp32 |"),
+    "gpu_variants.py": (["--encoders", "mert-v1-95m"], "| mert-v1-95m | bf16 | gemm |"),
+    "gpu_e2e.py": ([], "steady state"),
+    "gpu_profile.py": ([], "decode threads=1"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_gpu_script_runs_quick_on_the_cpu(script, tmp_path):
+    args, expected = SCRIPTS[script]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path)}
+    env.pop("EMBENCH_FEATURE_ENCODER", None)
+    done = subprocess.run([sys.executable, str(HERE / script), "--quick", *args],
+                          capture_output=True, text=True, env=env, timeout=900,
+                          cwd=HERE.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert expected in done.stdout, done.stdout[-3000:]
