@@ -61,9 +61,25 @@ def test_prepare_casts_and_reloads_fp32_instead_of_casting_back():
     assert {p.dtype for p in enc.model.parameters()} == {torch.float32}
 
 
-def test_bf16_weights_stay_as_close_to_fp32_as_autocast():
+def _tiny_330m() -> mert.MertEncoder:  # pre-LayerNorm ("stable") transformer, last state tied
+    return mert.MertEncoder("mert-v1-330m", config=HubertConfig(
+        **TINY, do_stable_layer_norm=True, tie_last_hidden_states=True))
+
+
+def _tiny_wav2vec2():
+    from transformers import Wav2Vec2Config
+
+    from embench_plugins import wav2vec2
+    from tests.test_wav2vec2 import TINY as W2V_TINY
+
+    return wav2vec2.Wav2Vec2Encoder("wav2vec2-base", config=Wav2Vec2Config(**W2V_TINY))
+
+
+@pytest.mark.parametrize("make", [_tiny, _tiny_330m, _tiny_wav2vec2],
+                         ids=["mert-95m", "mert-330m", "wav2vec2"])
+def test_bf16_weights_stay_as_close_to_fp32_as_autocast(make):
     """Frame embeddings of every layer: bf16 weights within the error autocast already has."""
-    enc, x = _tiny(), _noise(2, 5.0)
+    enc, x = make(), _noise(2, 5.0)
     precisions.prepare(enc, "fp32", CPU, "random", None)
     cos = torch.nn.functional.cosine_similarity
     with torch.inference_mode():
