@@ -283,6 +283,9 @@ def extract(
     if todo:
         log(f"{info.name}: {cached} of {len(clips)} clips cached, extracting {len(todo)}{part} "
             f"into {cache.dir}")
+        tip = precisions.cpu_hint(precision, encoder, device)
+        if tip:
+            log(tip)
         skipped = _run_loader(encoder, todo, cache, settings)
     else:
         log(f"{info.name}: all {len(clips)} clips cached in {cache.dir}")

@@ -136,3 +136,15 @@ def test_cli_precision_is_recorded(tmp_path, monkeypatch):
     data = json.loads(next(out.glob("run-*.json")).read_text())
     assert data["spec"]["precision"] == "bf16"
     assert data["results"][0]["preprocessing"]["compute_dtype"] == "bf16"
+
+
+def test_cpu_with_native_bf16_gets_a_tip_not_a_different_default(monkeypatch):
+    monkeypatch.setattr(precisions, "native_bf16_cpu", lambda: True)
+    assert precisions.resolve("auto", _tiny(), CPU) == "fp32"
+    tip = precisions.cpu_hint("auto", _tiny(), CPU)
+    assert tip is not None and "--precision bf16" in tip
+    assert precisions.cpu_hint("fp32", _tiny(), CPU) is None  # chosen explicitly: no tip
+    assert precisions.cpu_hint("auto", get_registry().encoder("melspec"), CPU) is None
+    assert precisions.cpu_hint("auto", _tiny(), CUDA) is None
+    monkeypatch.setattr(precisions, "native_bf16_cpu", lambda: False)
+    assert precisions.cpu_hint("auto", _tiny(), CPU) is None
