@@ -22,8 +22,9 @@ about three times the raw audio, small next to its 512-channel output.
 Only inference takes this path (no gradient); fine-tuning keeps the module's own ``forward``.
 Parameters and ``state_dict`` are untouched. fp32 results equal the module's to float rounding
 (tested); in bf16 the GEMMs accumulate in fp32 and the GroupNorm statistics are fp32 sums.
-Not the default yet: it has not been timed on a GPU (the CPU gains nothing: MERT-95M's feature
-encoder took 1.26 s per four 5 s windows this way and 1.21 s through oneDNN, fp32, 2 cores).
+Not the default yet: it has not been timed on a GPU, and the CPU gains nothing (MERT-95M's
+feature encoder alone on 2 cores, 5 s windows in pairs: 26-28 audio-s/s this way against 32-37
+through oneDNN with bf16 weights, 13-16 against 16-17 in fp32).
 ``EMBENCH_FEATURE_ENCODER=gemm`` turns it on; ``benchmarks/gpu_variants.py`` times both.
 """
 
