@@ -85,7 +85,8 @@ def cli() -> None:
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16-autocast", "bf16"]),
               default="auto", show_default=True, help="Frozen extraction's arithmetic: auto is "
               "fp32 on the CPU; on CUDA bf16 weights where the encoder allows it, else bf16 "
-              "autocast over fp32 weights. Fine-tuning always keeps fp32 weights.")
+              "autocast over fp32 weights. bf16 also falls back to bf16-autocast per encoder. "
+              "Fine-tuning always keeps fp32 weights.")
 @click.option("--num-workers", type=click.IntRange(min=0), default=None,
               help="Decode threads (default: cores - 1; at most 8 on the CPU).")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="EMBENCH_DATA",

@@ -286,6 +286,9 @@ def extract(
         tip = precisions.cpu_hint(precision, encoder, device)
         if tip:
             log(tip)
+        if precision not in ("auto", resolved):
+            log(f"{info.name}: its weights stay fp32 (it does not declare bf16 support), so it "
+                f"runs {resolved} instead of {precision}")
         skipped = _run_loader(encoder, todo, cache, settings)
     else:
         log(f"{info.name}: all {len(clips)} clips cached in {cache.dir}")

@@ -35,10 +35,14 @@ def test_auto_is_fp32_on_cpu_and_bf16_weights_on_cuda_where_allowed():
     assert precisions.resolve("fp32", _tiny(), CUDA) == "fp32"
 
 
-def test_bad_choices_say_what_to_use():
-    with pytest.raises(EmbenchError, match="does not run with bf16 weights; use --precision "
-                                           "bf16-autocast"):
-        precisions.resolve("bf16", get_registry().encoder("melspec"), CUDA)
+def test_bf16_falls_back_to_autocast_for_encoders_that_keep_fp32_weights():
+    """``--encoders all --precision bf16`` must not fail the encoders that cannot cast."""
+    assert precisions.resolve("bf16", get_registry().encoder("melspec"), CUDA) == "bf16-autocast"
+    assert precisions.resolve("bf16", get_registry().encoder("clap-music"), CPU) == (
+        "bf16-autocast")
+
+
+def test_unknown_precision_lists_the_choices():
     with pytest.raises(EmbenchError, match="not one of auto, fp32, bf16-autocast, bf16"):
         precisions.resolve("fp16", _tiny(), CPU)
 
@@ -148,3 +152,14 @@ def test_cpu_with_native_bf16_gets_a_tip_not_a_different_default(monkeypatch):
     assert precisions.cpu_hint("auto", _tiny(), CUDA) is None
     monkeypatch.setattr(precisions, "native_bf16_cpu", lambda: False)
     assert precisions.cpu_hint("auto", _tiny(), CPU) is None
+
+
+def test_extraction_says_when_an_encoder_falls_back_and_keys_what_ran(tmp_path):
+    from tests.fakes import SpectralEncoder, ToneTask
+
+    logs: list[str] = []
+    feats = extract(SpectralEncoder(), ToneTask().load(tmp_path / "data"), tmp_path / "cache",
+                    device=CPU, num_workers=0, show_progress=False, log=logs.append,
+                    precision="bf16")
+    assert feats.cache.key.compute_dtype == "bf16-autocast"
+    assert any("runs bf16-autocast instead of bf16" in m for m in logs), logs
