@@ -74,7 +74,8 @@ def noise_clips(n: int, sample_rate: int, device: torch.device) -> list[torch.Te
 def in_memory(encoder, waves, device, precision: str | None = None):
     """audio-s/s of ``embed_group`` over decoded ``waves``, the batch size ``auto`` chose, and
     the pooled embeddings of the first four clips (the warm-up)."""
-    from embench.extract import BatchSizer, embed_group
+    from embench.batching import BatchSizer
+    from embench.extract import embed_group
 
     sizer = BatchSizer("auto", device, log=lambda m: None, precision=precision)
     first = embed_group(encoder, waves[:4], 1.0, sizer).wait()  # warm-up + batch-size probe

@@ -51,7 +51,8 @@ from embench.classification import (
 )
 from embench.encoder import Encoder
 from embench.errors import AudioDecodeError, EmbenchError
-from embench.extract import _as_layers, compute_dtype, default_num_workers
+from embench.extract import _as_layers, default_num_workers
+from embench.precision import default_for
 from embench.stats import bootstrap_ci
 from embench.task import SPLITS, Clip, EvalContext, Evaluation
 from embench.windowing import plan_windows
@@ -360,7 +361,7 @@ def finetune_classification(
                    crop_s=window_s, patience=patience, weight_decay=weight_decay,
                    gradient_checkpointing=gradient_checkpointing, warmup_fraction=WARMUP_FRACTION,
                    schedule="linear warmup, cosine decay", head_dropout=HEAD_DROPOUT,
-                   max_grad_norm=MAX_GRAD_NORM, compute_dtype=compute_dtype(device))
+                   max_grad_norm=MAX_GRAD_NORM, compute_dtype=default_for(device))
     run = _Run(ctx, device, encoder, clips, y, len(labels), hparams, num_workers)
     results, numpy_state = [], np.random.get_state()
     try:

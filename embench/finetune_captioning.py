@@ -44,8 +44,9 @@ from embench.captioning import (
 )
 from embench.encoder import Encoder
 from embench.errors import EmbenchError
-from embench.extract import _as_layers, compute_dtype
+from embench.extract import _as_layers
 from embench.finetune import MAX_GRAD_NORM, ClipAudioRun, _warmup_cosine
+from embench.precision import default_for
 from embench.task import SPLITS, Clip, EvalContext, Evaluation
 from embench.windowing import plan_windows
 
@@ -234,7 +235,7 @@ def finetune_captioning(
               batch_size=batch_size, patience=patience, num_beams=num_beams,
               max_new_tokens=max_new_tokens, crop_s=window_s,
               gradient_checkpointing=gradient_checkpointing, schedule="linear warmup, cosine",
-              eval_windows="all windows concatenated in time", compute_dtype=compute_dtype(device))
+              eval_windows="all windows concatenated in time", compute_dtype=default_for(device))
     run = _Run(ctx, clips, hp)
     train_refs = [str(c.target) for c in clips["train"]]
     per_seed, scores, numpy_state = [], {}, np.random.get_state()

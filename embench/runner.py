@@ -182,7 +182,8 @@ def _record_failure(result: RunResult, encoder: str, task: str, protocol: str,
 def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_root: Path,
               log, show_progress, ranks) -> TaskResult | None:
     """Score one pair; ``None`` on a worker rank (it only extracts its shard)."""
-    from embench.extract import compute_dtype, extract
+    from embench.extract import extract
+    from embench.precision import default_for
 
     start = time.perf_counter()
     features = None
@@ -242,7 +243,7 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
         preprocessing=Preprocessing(sample_rate=info.sample_rate, window_s=info.window_s,
                                     hop_s=info.hop_s, frame_rate=spec.frame_rate,
                                     compute_dtype=(features.cache.key.compute_dtype
-                                                   if features else compute_dtype(device)),
+                                                   if features else default_for(device)),
                                     cache_key=features.cache.key.digest() if features else None),
         flags=evaluation.flags, details=evaluation.details,
         duration_s=round(time.perf_counter() - start, 3),

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from embench.batching import BatchSizer
 from embench.extract import (
     BATCHES_PER_GROUP_CUDA,
     MIN_GROUP_WINDOWS,
-    BatchSizer,
     embed_group,
     embed_waveforms,
     extract,
