@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from embench.errors import EmbenchError
+from embench.precision import PRECISIONS
 
 DEFAULT_ENCODERS = "melspec"
 DEFAULT_TASKS = "toy-genres,toy-captions"
@@ -82,7 +83,7 @@ def cli() -> None:
               "in free GPU memory (halved on out-of-memory); on the CPU one or two.")
 @click.option("--compile", "compile_", is_flag=True, help="Run encoders through torch.compile "
               "(pays off on long GPU runs).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16-autocast", "bf16"]),
+@click.option("--precision", type=click.Choice(PRECISIONS),
               default="auto", show_default=True, help="Frozen extraction's arithmetic: auto is "
               "fp32 on the CPU; on CUDA bf16 weights where the encoder allows it, else bf16 "
               "autocast over fp32 weights. bf16 also falls back to bf16-autocast per encoder. "

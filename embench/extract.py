@@ -293,7 +293,7 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
         group: list[tuple[str, torch.Tensor]] = []
         group_windows = 0
         per_clip = [1]  # windows in the first usable clip: sizes the read-ahead
-        groups_queued = 0
+        any_queued = False  # the first group is one batch: the GPU starts sooner
 
         def group_target(first: bool = False) -> int:
             return group_windows_target(sizer.size or 1, gpu, first)
@@ -301,8 +301,7 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
         def read_ahead() -> int:  # two full groups, from the start
             return 2 * -(-group_target() // per_clip[0])
 
-        clips = decoded_clips(todo, info.sample_rate, s.num_workers, s.device.type == "cuda",
-                              read_ahead)
+        clips = decoded_clips(todo, info.sample_rate, s.num_workers, gpu, read_ahead)
         while True:
             item = watch.timed("waiting for decoding", next, clips, None)
             if item is not None:
@@ -325,12 +324,12 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
                     per_clip[0] = len(windows)
                 group.append((clip_id, audio))
                 group_windows += len(windows)
-                if group_windows < group_target(first=groups_queued == 0):
+                if group_windows < group_target(first=not any_queued):
                     continue
             if group:
                 pooled = watch.timed(queue_label, embed_group, encoder,
                                      [a for _, a in group], s.frame_rate, sizer, forward)
-                groups_queued += 1
+                any_queued = True
                 if in_flight is not None:  # collect the previous group while this one runs
                     store(*in_flight)
                 in_flight = (group, pooled)
