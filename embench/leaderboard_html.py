@@ -15,7 +15,7 @@ import html
 
 from embench.leaderboard import format_score
 from embench.leaderboard_readme import LITERATURE_INTRO, RULE
-from embench.leaderboard_rows import Cell, cells, header, result_href
+from embench.leaderboard_rows import Cell, cells, header, is_own_target, result_href
 from embench.leaderboard_site import DAGGER, ChartSpec, ResultFile, Site, SiteTable
 from embench.leaderboard_svg import render_svg
 from embench.safe_links import html_link, linkify_html
@@ -92,7 +92,7 @@ def _e(text: object) -> str:
 def _cell(cell: Cell) -> str:
     parts = [_e(cell.text)] if cell.text else []
     for text, target in cell.links:
-        if target and target.startswith(("results/", "#")):  # ours: plain names and anchors
+        if is_own_target(target):
             parts.append(f'<a href="{_e(target)}">{_e(text)}</a>')
         else:
             parts.append(html_link(text, target))

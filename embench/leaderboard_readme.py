@@ -8,7 +8,7 @@ The page holds no timestamp, so building twice from the same files gives the sam
 from __future__ import annotations
 
 from embench.leaderboard import escape_md, format_score
-from embench.leaderboard_rows import Cell, cells, header, result_href
+from embench.leaderboard_rows import Cell, cells, header, is_own_target, result_href
 from embench.leaderboard_site import DAGGER, ChartSpec, ResultFile, Site, SiteTable
 from embench.safe_links import linkify_md, md_link
 
@@ -33,7 +33,7 @@ LITERATURE_INTRO = (
 def _cell(cell: Cell) -> str:
     parts = [escape_md(cell.text)] if cell.text else []
     for text, target in cell.links:
-        if target and target.startswith(("results/", "#")):  # ours: plain names and anchors
+        if is_own_target(target):
             parts.append(f"[{escape_md(text)}]({target})")
         else:
             parts.append(md_link(text, target))

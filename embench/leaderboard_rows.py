@@ -30,6 +30,12 @@ def result_href(file_name: str) -> str:
     return "results/" + quote(file_name)
 
 
+def is_own_target(target: str | None) -> bool:
+    """Whether a link target is one of ours (a :func:`result_href` or a ``#`` anchor), linked
+    as it is; every other target goes through the http(s)-only rule of :mod:`safe_links`."""
+    return bool(target) and target.startswith(("results/", "#"))
+
+
 def header(table: SiteTable) -> list[tuple[str, bool]]:
     """Column titles, each with whether the column sorts numerically."""
     main = table.main_score
