@@ -51,7 +51,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def end_to_end(encoder, clips, cache: Path, device, workers: int) -> float:
+def end_to_end(encoder, clips, cache: Path, device, workers: int, precision: str = "auto",
+               log=lambda m: None) -> float:
+    """audio-s/s of ``extract`` from the WAV files ``clips`` into the empty folder ``cache``."""
     from embench import ClipSet
     from embench.extract import extract
 
@@ -59,7 +61,7 @@ def end_to_end(encoder, clips, cache: Path, device, workers: int) -> float:
     _sync(device)
     start = time.perf_counter()
     extract(encoder, clipset, cache, device=device, batch_size="auto", num_workers=workers,
-            weights="random", show_progress=False, log=lambda m: None)
+            weights="random", show_progress=False, log=log, precision=precision)
     _sync(device)
     return len(clips) * CLIP_S / (time.perf_counter() - start)
 

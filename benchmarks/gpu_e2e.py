@@ -19,20 +19,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 from benchmarks.bench_models import write_wavs  # noqa: E402
-from benchmarks.gpu import CLIP_S  # noqa: E402
+from benchmarks.gpu import CLIP_S, end_to_end  # noqa: E402
 
 
 def run(encoder, clips, cache: Path, device, workers: int, label: str) -> float:
-    from embench import ClipSet
-    from embench.extract import extract
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    extract(encoder, ClipSet(f"bench/{cache.name}", "none", clips), cache, device=device,
-            batch_size="auto", num_workers=workers, weights="random", show_progress=False,
-            log=lambda m: print(f"  {label}: {m}", flush=True) if "embedded" in m else None)
-    rate = len(clips) * CLIP_S / (time.perf_counter() - start)
+    rate = end_to_end(encoder, clips, cache, device, workers,
+                      log=lambda m: print(f"  {label}: {m}", flush=True)
+                      if "embedded" in m else None)
     print(f"{label}: {len(clips)} files {rate:,.0f} audio-s/s", flush=True)
     return rate
 

@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 from benchmarks.bench_models import write_wavs  # noqa: E402
-from benchmarks.gpu import CLIP_S, forward_only, in_memory, noise_clips  # noqa: E402
+from benchmarks.gpu import CLIP_S, end_to_end, forward_only, in_memory, noise_clips  # noqa: E402
 
 VARIANTS = [  # (precision, feature encoder); the first is the baseline of every ratio
     ("bf16-autocast", "module"),
@@ -37,11 +37,6 @@ VARIANTS = [  # (precision, feature encoder); the first is the baseline of every
     ("bf16-autocast", "gemm"),
     ("bf16", "gemm"),
 ]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _load(name: str, precision: str, cnn: str, device: torch.device):
@@ -61,20 +56,6 @@ def worst_cosine(pooled, reference) -> float:
             cos = torch.nn.functional.cosine_similarity(layer.float(), ref.float(), dim=-1)
             worst = min(worst, cos.min().item())
     return worst
-
-
-def end_to_end(encoder, precision: str, clips, cache: Path, device, workers: int) -> float:
-    from embench import ClipSet
-    from embench.extract import extract
-
-    _sync(device)
-    start = time.perf_counter()
-    extract(encoder, ClipSet(f"bench/{cache.name}", "none", clips), cache, device=device,
-            batch_size="auto", num_workers=workers, weights="random", show_progress=False,
-            precision=precision,
-            log=lambda m: print(f"    {m}", flush=True) if "embedded" in m else None)
-    _sync(device)
-    return len(clips) * CLIP_S / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -121,11 +102,14 @@ def main() -> None:
             best = max(results, key=lambda v: results[v][1])
             for precision, cnn in dict.fromkeys([("bf16", "module"), best]):
                 encoder = _load(name, precision, cnn, device)
-                end_to_end(encoder, precision, files[:4], Path(tmp) / f"warm-{name}", device,
-                           args.workers)
-                rate = end_to_end(encoder, precision, files,
-                                  Path(tmp) / f"e2e-{name}-{precision}-{cnn}", device,
-                                  args.workers)
+                label = f"{name}-{precision}-{cnn}"  # own caches: a warm-up that found
+                # its clips cached would warm nothing
+                end_to_end(encoder, files[:4], Path(tmp) / f"warm-{label}", device,
+                           args.workers, precision)
+                rate = end_to_end(encoder, files, Path(tmp) / f"e2e-{label}", device,
+                                  args.workers, precision,
+                                  log=lambda m: print(f"    {m}", flush=True)
+                                  if "embedded" in m else None)
                 line = (f"end to end {name} {precision} {cnn}: {len(files)} files "
                         f"{rate:,.0f} audio-s/s")
                 rows.append(line)
