@@ -170,7 +170,7 @@ def main() -> None:
                    f"{f'{100 * tflops / peak:.0f}%' if peak else '-'} | {mem:.1f} |")
             rows.append(row)
             print(row, flush=True)
-            print(f"E2E {name} {e2e:.0f} conv={os.environ.get('EMBENCH_UNFOLD_CONV', 'pos')}",
+            print(f"E2E {name} {e2e:.0f} conv={os.environ.get('EMBENCH_UNFOLD_CONV', 'fft')}",
                   flush=True)
             encoder.unload()
             del waves
@@ -178,7 +178,7 @@ def main() -> None:
                 torch.cuda.empty_cache()
     print()
     print(f"{card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, "
-          f"EMBENCH_UNFOLD_CONV={os.environ.get('EMBENCH_UNFOLD_CONV', 'pos')}")
+          f"EMBENCH_UNFOLD_CONV={os.environ.get('EMBENCH_UNFOLD_CONV', 'fft')}")
     print("| encoder | precision | end to end audio-s/s | vs seed-style | seed-style | in memory | "
           "forward only | batch (windows) | GFLOP per audio-s | TFLOP/s (e2e) | of bf16 peak "
           "| peak GiB |")

@@ -1,12 +1,12 @@
 """Where one GPU's time goes when embench embeds audio: a diagnostic, not a benchmark.
 
 For MERT-95M (real size, random init) it times the forward pass under bf16 autocast with the
-convolutions as cuDNN runs them, with the positional conv and then every conv as unfold + GEMM
-(``embench_plugins.fast_conv``), and then with bf16 weights (the default precision) with the
-module's CNN and with the GEMM feature encoder (``embench_plugins.gemm_features``), printing the
-top CUDA kernels (torch.profiler) of each; optionally tries ``torch.compile``; times the
-pooling of 13 layers onto the 1 Hz grid; and measures how fast the decode threads alone
-decode and resample 30 s WAV files.
+convolutions as cuDNN runs them, with the positional conv and then every conv as unfold + GEMM,
+and with the positional conv by FFT (``embench_plugins.fast_conv``, the default), and then
+with bf16 weights (the default precision) with the module's CNN and with the GEMM feature
+encoder (``embench_plugins.gemm_features``), printing the top CUDA kernels (torch.profiler) of
+each; optionally tries ``torch.compile``; times the pooling of 13 layers onto the 1 Hz grid;
+and measures how fast the decode threads alone decode and resample 30 s WAV files.
 ``--quick`` runs it on the CPU with a tiny batch (to check the script before spending GPU time).
 """
 
@@ -65,9 +65,7 @@ def main() -> None:
     reps = 1 if args.quick else 5
     t0 = time.perf_counter()
     enc = get_registry().encoder("mert-v1-95m")
-    os.environ["EMBENCH_UNFOLD_CONV"] = "off"  # installed step by step below
     enc.load(device, "random")
-    del os.environ["EMBENCH_UNFOLD_CONV"]
     sr, win = enc.info.sample_rate, int(enc.info.window_s * enc.info.sample_rate)
     print(f"{torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'} torch "
           f"{torch.__version__}; load {time.perf_counter() - t0:.1f}s", flush=True)
@@ -85,17 +83,18 @@ def main() -> None:
         print(f"{label:28s} B={b:4d} {aps:9,.0f} audio-s/s  {flops_per_s * aps / 1e12:6.1f} "
               f"TFLOP/s", flush=True)
 
-    from embench_plugins import fast_conv
-
     ac = torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda")
-    for which in ("off", "pos", "all"):
-        if which != "off":
-            fast_conv.install(enc.model, which)
+    # the convolution routes of plugins/fast_conv.py, the default (fft) last: its kernels follow
+    for which in ("off", "pos", "all", "fft"):
+        os.environ["EMBENCH_UNFOLD_CONV"] = which
+        enc.unload()
+        enc.load(device, "random")
         for b in batches:
             x = 0.1 * torch.randn(b, win, device=device)
             with torch.inference_mode(), ac:
-                report(f"autocast unfold={which}", b,
+                report(f"autocast conv={which}", b,
                        timed(lambda x=x: enc.forward(x), device, reps))
+    del os.environ["EMBENCH_UNFOLD_CONV"]
     x = 0.1 * torch.randn(batches[-1], win, device=device)
     with torch.inference_mode(), ac:
         top_kernels(lambda: enc.forward(x), device)

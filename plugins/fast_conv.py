@@ -1,16 +1,18 @@
-"""1-D convolutions as unfold + matrix multiply, for GPU inference of wav2vec2-style encoders.
+"""Faster inference convolutions for wav2vec2-style encoders: FFT, or unfold + matrix multiply.
 
 Why: on an H200 with bf16, cuDNN runs the positional convolution of MERT / wav2vec 2.0 / HuBERT
 (768 channels, kernel 128, 16 groups) with a generic ``implicit_convolve_sgemm`` kernel: 70 ms of
 a 200 ms forward pass for 256 five-second windows, for under 1% of the model's FLOPs, and
 ``cudnn.benchmark`` finds nothing better. Written as "gather every receptive field, then one
-batched GEMM", the same arithmetic runs on the tensor cores at GEMM speed; the gather costs one
-copy of ``kernel / stride`` times the input, done in batch chunks to bound memory.
+batched GEMM" (:func:`unfold_conv1d`), the same arithmetic runs on the tensor cores at GEMM
+speed (forward 6,210 -> 7,517 audio-s/s on that H200), but the gather writes and reads 128
+copies of the input: by ``benchmarks/roofline.py``'s count the most bytes any part of MERT-95M
+moves, a floor of 17 us per audio-second on an H100. By FFT (:func:`fft_conv1d`, the default
+since) the same convolution moves a few copies of its input and runs in fp32.
 
-Only inference takes this path (no gradient); training keeps the module's own ``forward``, so
-fine-tuning is untouched. On the CPU the positional conv is about 3x faster this way than with
-oneDNN too (MERT-95M, 2 cores). Results equal ``F.conv1d`` to float rounding (tested). The
-parameters and ``state_dict`` do not change: only the instance's ``forward`` is wrapped.
+Only inference takes these paths (no gradient); training keeps the module's own ``forward``, so
+fine-tuning is untouched. Results equal ``F.conv1d`` to float rounding (tested). The parameters
+and ``state_dict`` do not change: only the instance's ``forward`` is wrapped.
 """
 
 from __future__ import annotations
@@ -64,6 +66,73 @@ def unfold_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return out
 
 
+def fft_length(n: int) -> int:
+    """The smallest even length >= ``n`` with no prime factor above 7 (fast for cuFFT and
+    pocketfft alike)."""
+    m = max(2, n + (n % 2))
+    while True:
+        rest = m
+        for p in (2, 3, 5, 7):
+            while rest % p == 0:
+                rest //= p
+        if rest == 1:
+            return m
+        m += 2
+
+
+def weight_spectrum(weight: torch.Tensor, groups: int, length: int) -> torch.Tensor:
+    """``conj(rfft(weight))`` as ``[frequencies, groups, in per group, out per group]``
+    complex64: the right-hand matrices of :func:`fft_conv1d`'s per-frequency products."""
+    import torch
+
+    out_channels, group_channels, _ = weight.shape
+    spectrum = torch.fft.rfft(weight.float(), n=length).conj()  # [O, Cg, F]
+    spectrum = spectrum.reshape(groups, out_channels // groups, group_channels, -1)
+    return spectrum.permute(3, 0, 2, 1).contiguous()  # laid out as the batched matmul reads it
+
+
+def fft_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+               stride: int = 1, padding: int = 0, groups: int = 1,
+               spectrum: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.conv1d(x, weight, bias, padding=padding, groups=groups)`` (stride 1) by FFT, in fp32.
+
+    Why: the positional convolution (kernel 128) unfolded for a GEMM writes and reads 128
+    copies of its input, about 30 MB per audio-second for MERT-95M, more bytes than any other
+    part of the model moves (``benchmarks/roofline.py``). In the frequency domain it is one
+    complex ``[batch, in per group] x [in per group, out per group]`` product per frequency and
+    group, and every tensor is a few times the input's size. Every step runs in fp32 (autocast
+    off), so the result is closer to the exact convolution than a bf16 GEMM's.
+    ``spectrum``: :func:`weight_spectrum` of ``weight`` for this input length, if cached.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if stride != 1:
+        raise ValueError(f"fft_conv1d needs stride 1, got {stride}")
+    batch, channels, steps_in = x.shape
+    out_channels, group_channels, kernel = weight.shape
+    if channels != group_channels * groups:
+        raise ValueError(f"input has {channels} channels, weight expects "
+                         f"{group_channels * groups}")
+    out_dtype = (torch.get_autocast_dtype(x.device.type)
+                 if torch.is_autocast_enabled(x.device.type) else x.dtype)
+    padded = steps_in + 2 * padding
+    steps = padded - kernel + 1
+    length = fft_length(padded)  # correlation outputs 0..steps-1 never wrap around
+    with torch.autocast(x.device.type, enabled=False):
+        if spectrum is None:
+            spectrum = weight_spectrum(weight, groups, length)
+        # zeros on the right come from rfft's own padding to ``length``
+        spec = torch.fft.rfft(F.pad(x.float(), (padding, 0)), n=length)  # [B, C, F]
+        spec = spec.reshape(batch, groups, group_channels, -1).permute(3, 1, 0, 2)
+        y = torch.matmul(spec, spectrum)  # [F, G, B, Og]
+        y = torch.fft.irfft(y.permute(2, 1, 3, 0).reshape(batch, out_channels, -1), n=length)
+        y = y[..., :steps]
+        if bias is not None:
+            y = y + bias.float().unsqueeze(1)
+    return y.to(out_dtype)
+
+
 def channels_last_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                          stride: int = 1, padding: int = 0, groups: int = 1) -> torch.Tensor:
     """``F.conv1d`` run as a channels-last (NHWC) ``conv2d`` of height 1, the layout cuDNN's
@@ -92,26 +161,53 @@ def _wrap(conv: torch.nn.Conv1d, how: Callable) -> Callable:
     return forward
 
 
+def cached_fft(conv: torch.nn.Conv1d) -> Callable:
+    """:func:`fft_conv1d` for ``conv``, with the weight's spectrum computed once per input
+    length and parameter state (a weight-norm parametrisation recomputes ``conv.weight`` on
+    every access, and its spectrum costs more than a small batch's convolution)."""
+    cache: dict[tuple, torch.Tensor] = {}
+
+    def how(x, weight, bias, stride, padding, groups):
+        length = fft_length(x.shape[-1] + 2 * padding)
+        # inference tensors (weights loaded under inference_mode) keep no version counter
+        state = tuple((p.data_ptr(), p.dtype, None if p.is_inference() else p._version)
+                      for p in conv.parameters())
+        key = (length, x.device, state)
+        if key not in cache:
+            cache.clear()  # one entry: a new length or new weights replace the old spectrum
+            cache[key] = weight_spectrum(weight, groups, length)
+        return fft_conv1d(x, weight, bias, stride, padding, groups, cache[key])
+
+    return how
+
+
+#: ``EMBENCH_UNFOLD_CONV`` values: what the positional conv and the CNN convolutions run as.
+MODES = ("fft", "pos", "all", "cl", "off")
+
+
 def install(model: torch.nn.Module, which: str | None = None) -> list[str]:
-    """At inference, route the positional convolution through :func:`unfold_conv1d`
-    (``which="pos"``, the default); ``"all"`` does the same for the CNN feature encoder's
-    convolutions, ``"cl"`` runs those through :func:`channels_last_conv1d` instead.
-    ``EMBENCH_UNFOLD_CONV`` (``pos``, ``all``, ``cl``, ``off``) overrides the default. Returns the
-    names of the wrapped modules."""
+    """At inference, route the positional convolution through :func:`fft_conv1d` (``"fft"``,
+    the default) or :func:`unfold_conv1d` (``"pos"``); ``"all"`` unfolds the CNN feature
+    encoder's convolutions as well, ``"cl"`` runs those through :func:`channels_last_conv1d`
+    (both with the unfolded positional conv). ``EMBENCH_UNFOLD_CONV`` (one of :data:`MODES`)
+    overrides the default. Returns the names of the wrapped modules."""
     import torch
 
-    which = which or os.environ.get("EMBENCH_UNFOLD_CONV", "pos")
+    which = which or os.environ.get("EMBENCH_UNFOLD_CONV", "fft")
     if which == "off":
         return []
-    if which not in ("pos", "all", "cl"):
-        raise ValueError(f"EMBENCH_UNFOLD_CONV must be pos, all, cl or off, not {which!r}")
+    if which not in MODES:
+        raise ValueError(f"EMBENCH_UNFOLD_CONV must be one of {', '.join(MODES)}, not {which!r}")
     wrapped = []
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Conv1d):
             continue
         if getattr(module.forward, "embench_unfold", False):
             continue
-        if "pos_conv_embed" in name or which == "all":
+        if "pos_conv_embed" in name:
+            use_fft = which == "fft" and module.stride[0] == 1
+            module.forward = _wrap(module, cached_fft(module) if use_fft else unfold_conv1d)
+        elif which == "all":
             module.forward = _wrap(module, unfold_conv1d)
         elif which == "cl":
             module.forward = _wrap(module, channels_last_conv1d)

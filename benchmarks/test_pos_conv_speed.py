@@ -1,0 +1,74 @@
+"""The positional convolution by FFT against unfold + GEMM and against the module's own conv,
+on the CPU, as ratios measured in the same process, with each one's largest deviation from a
+float64 convolution beside it.
+
+Why: ``plugins/fast_conv.py`` runs MERT's / wav2vec 2.0's positional conv (768 channels,
+kernel 128, 16 groups) by FFT by default since ``benchmarks/roofline.py`` counted the unfolded
+GEMM as the part of MERT-95M that moves the most bytes. On a GPU that is a byte count, not a
+timing; here the three routes are timed on real-size random weights (weight norm included), in
+fp32 and with bf16 weights, on batches of 5 s windows (375 frames).
+
+The routes alternate round by round; ratios are medians of per-round ratios.
+Run: ``python -m pytest benchmarks/test_pos_conv_speed.py -m slow --benchmark-enable -s``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from bench_models import CPU, make_encoder
+
+from embench_plugins import fast_conv
+
+FRAMES = 375  # a 5 s window of MERT at 75 Hz
+
+
+def _pos_conv(dtype: torch.dtype):
+    encoder = make_encoder("mert", "real")
+    encoder.load(CPU, "random")
+    conv = encoder.model.encoder.pos_conv_embed.conv
+    conv.forward = conv.__class__.forward.__get__(conv)  # the module's own conv, unwrapped
+    return conv.to(dtype)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("batch", [2, 8])
+def test_fft_positional_conv_vs_unfold_and_module(benchmark, dtype, batch):
+    conv = _pos_conv(dtype)
+    x = 0.5 * torch.randn(batch, conv.in_channels, FRAMES, generator=torch.Generator()
+                          .manual_seed(0)).to(dtype)
+    fft = fast_conv.cached_fft(conv)
+    routes = {
+        "module": lambda: conv(x),
+        "unfold": lambda: fast_conv.unfold_conv1d(x, conv.weight, conv.bias, 1, 64, 16),
+        "fft": lambda: fft(x, conv.weight, conv.bias, 1, 64, 16),
+    }
+    with torch.inference_mode():
+        weight = conv.weight.double()
+        ref = F.conv1d(x.double(), weight, conv.bias.double(), padding=64, groups=16)
+        error = {name: ((run().double() - ref).abs().max() / ref.abs().max()).item()
+                 for name, run in routes.items()}  # also the warm-up (the spectrum is cached)
+        seconds: dict[str, list[float]] = {name: [] for name in routes}
+
+        def one_round() -> None:
+            for name, run in routes.items():
+                start = time.perf_counter()
+                run()
+                seconds[name].append(time.perf_counter() - start)
+
+        benchmark.pedantic(one_round, rounds=1 if benchmark.disabled else 5, iterations=1)
+    speedup = {other: statistics.median(o / f for o, f in zip(seconds[other], seconds["fft"],
+                                                              strict=True))
+               for other in ("module", "unfold")}
+    assert error["fft"] <= 2 * max(error["unfold"], 1e-6)  # as exact as the GEMM route
+    benchmark.extra_info.update(batch=batch, dtype=str(dtype), frames=FRAMES,
+                                seconds=seconds, speedup=speedup, max_rel_error=error)
+    print(f"\npositional conv, {batch} x {FRAMES} frames, {dtype}: fft "
+          f"{1e3 * statistics.median(seconds['fft']):.1f} ms, x{speedup['unfold']:.2f} vs "
+          f"unfold + GEMM, x{speedup['module']:.2f} vs the module's conv; max error / max "
+          + ", ".join(f"{k} {v:.1e}" for k, v in error.items()))
