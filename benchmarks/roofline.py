@@ -39,6 +39,8 @@ _VIEW_OPS = {"view", "_unsafe_view", "reshape", "transpose", "permute", "expand"
              "squeeze", "slice", "select", "as_strided", "t", "alias", "detach", "split",
              "unbind", "narrow", "split_with_sizes", "lift_fresh", "_reshape_alias", "unfold",
              "view_as_real", "view_as_complex", "diagonal", "movedim"}
+#: Allocations touch no memory (``zeros``, which writes, is not one).
+_ALLOCATIONS = {"empty", "new_empty", "empty_like", "empty_strided", "new_empty_strided"}
 #: Composites whose eager kernel returns its input unchanged in eval mode, where the Python
 #: decomposition would clone it.
 _KEEP_WHOLE = {"dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout"}
@@ -144,7 +146,7 @@ class Recorder(TorchDispatchMode):
             if decomposed is not NotImplemented:
                 return decomposed
         out = func(*args, **kwargs)
-        if name in _VIEW_OPS:
+        if name in _VIEW_OPS or name in _ALLOCATIONS:
             return out
         inputs = _tensors((args, kwargs))
         outputs = _tensors(out)
@@ -168,8 +170,9 @@ def group_of(scope: str, op: str) -> str:
     path = scope
     parts = path.split(".")
     if not path:
-        return "outside the model: stack + fp32 cast" if op in ("stack", "cat", "_to_copy", "to") \
-            else "outside the model: input norm + pooling"
+        return ("outside the model: layer outputs to fp32"
+                if op in ("stack", "cat", "_to_copy", "to", "copy_")
+                else "outside the model: input norm + pooling")
     rules = [("feature_extractor", "CNN feature encoder"),
              ("feature_projection", "feature projection (LayerNorm + Linear)"),
              ("pos_conv_embed", "positional conv"),
@@ -216,8 +219,8 @@ def summarise(records: list[OpRecord], audio_s: float, card: tuple[float, float,
 
 
 def record_batch(encoder_name: str, windows: int, precision: str,
-                 feature_encoder: str | None = None,
-                 conv: str | None = None) -> tuple[list[OpRecord], float]:
+                 feature_encoder: str | None = None, conv: str | None = None,
+                 first_layer: str | None = None) -> tuple[list[OpRecord], float]:
     """Records one in-memory extraction of ``windows`` windows (one batch) on the CPU, after
     an unrecorded one: what a model computes once (e.g. a weight spectrum) is not per batch."""
     import os
@@ -226,6 +229,8 @@ def record_batch(encoder_name: str, windows: int, precision: str,
         os.environ["EMBENCH_FEATURE_ENCODER"] = feature_encoder
     if conv:
         os.environ["EMBENCH_UNFOLD_CONV"] = conv
+    if first_layer:
+        os.environ["EMBENCH_FIRST_LAYER"] = first_layer
     from embench import precision as precisions
     from embench.batching import BatchSizer
     from embench.extract import embed_group
@@ -274,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--feature-encoder", choices=["module", "gemm"], default=None)
     parser.add_argument("--conv", choices=["fft", "pos", "all", "cl", "off"], default=None,
                         help="EMBENCH_UNFOLD_CONV: the positional conv's route")
+    parser.add_argument("--first-layer", choices=["folded", "module"], default=None,
+                        help="EMBENCH_FIRST_LAYER: the first CNN layer's route")
     parser.add_argument("--card", default="h100", choices=sorted(CARDS))
     parser.add_argument("--tflops", type=float, help="bf16 matrix TFLOP/s (overrides --card)")
     parser.add_argument("--tbs", type=float, help="memory TB/s (overrides --card)")
@@ -282,9 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     card = CARDS[args.card]
     card = (args.tflops or card[0], card[1], args.tbs or card[2])
     records, audio_s = record_batch(args.encoder, args.windows, args.precision,
-                                    args.feature_encoder, args.conv)
+                                    args.feature_encoder, args.conv, args.first_layer)
     print(f"{args.encoder}, {args.windows} windows, weights {args.precision}, conv "
-          f"{args.conv or 'default'}, feature encoder {args.feature_encoder or 'default'}, "
+          f"{args.conv or 'default'}, first layer {args.first_layer or 'default'}, feature "
+          f"encoder {args.feature_encoder or 'default'}, "
           f"torch {torch.__version__}")
     print(render(summarise(records, audio_s, card), args.card, card))
     if args.ops:

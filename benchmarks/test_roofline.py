@@ -35,12 +35,13 @@ def test_a_matrix_product_counts_its_flops_and_each_tensor_once():
     assert record.matrix
 
 
-def test_views_and_eval_dropout_move_nothing_and_composites_show_their_kernels():
+def test_views_dropout_and_allocations_move_nothing_and_composites_show_their_kernels():
     x = torch.randn(8, 6)
     layer = torch.nn.Linear(6, 4)
     records = _record(lambda: (x.t().reshape(6, 8), F.dropout(x, 0.5, training=False),
-                               layer(x)))
-    assert [r.op for r in records] == ["addmm"]  # linear -> addmm; views and dropout: nothing
+                               x.new_empty(1000), layer(x)))
+    # linear -> addmm; views, eval-mode dropout and allocations move nothing
+    assert [r.op for r in records] == ["addmm"]
     assert records[0].flops == 2 * 8 * 6 * 4 and not records[0].matrix
 
 

@@ -248,9 +248,10 @@ class HFFrameEncoder(Encoder):
         # fp32 master weights whatever the checkpoint stores (transformers 5 loads dtype="auto"):
         # the core runs fp32 on CPU and bf16 autocast on CUDA, and caches under that name.
         self.model = model.to(device=device, dtype=torch.float32).eval()
-        from embench_plugins import fast_conv, gemm_features
+        from embench_plugins import fast_conv, folded_norm, gemm_features
 
         fast_conv.install(self.model)  # cuDNN's grouped positional conv is slow
+        folded_norm.install(self.model)  # first conv + GroupNorm as one matmul
         gemm_features.install(self.model)  # off unless EMBENCH_FEATURE_ENCODER=gemm
         self.device, self.weights = device, weights
 
@@ -294,7 +295,13 @@ class HFFrameEncoder(Encoder):
             # Post-final-LayerNorm last state (stable-layer-norm models), as transformers 4 and
             # the model cards define it; explicit so older transformers 5 releases agree.
             states[-1] = out.last_hidden_state
-        return torch.stack(states, dim=1).float()
+        # One fp32 buffer filled layer by layer: each state is read once and converted as it
+        # is written, instead of stacked in bf16 and then copied again to fp32.
+        out = states[-1].new_empty(states[-1].shape[0], len(states), *states[-1].shape[1:],
+                                   dtype=torch.float32)
+        for i, state in enumerate(states):
+            out[:, i].copy_(state)
+        return out
 
     def trainable_module(self) -> torch.nn.Module:
         """The transformers model itself; call :meth:`set_gradient_checkpointing` to trade

@@ -1,6 +1,7 @@
-"""The positional convolution by FFT against unfold + GEMM and against the module's own conv,
-on the CPU, as ratios measured in the same process, with each one's largest deviation from a
-float64 convolution beside it.
+"""The inference routes of ``plugins/fast_conv.py`` and ``plugins/folded_norm.py`` on the CPU,
+as ratios measured in the same process: the positional convolution by FFT against unfold + GEMM
+and against the module's own conv, with each one's largest deviation from a float64 convolution
+beside it; and MERT-95M's whole forward with today's default routes against the previous ones.
 
 Why: ``plugins/fast_conv.py`` runs MERT's / wav2vec 2.0's positional conv (768 channels,
 kernel 128, 16 groups) by FFT by default since ``benchmarks/roofline.py`` counted the unfolded
@@ -9,7 +10,7 @@ timing; here the three routes are timed on real-size random weights (weight norm
 fp32 and with bf16 weights, on batches of 5 s windows (375 frames).
 
 The routes alternate round by round; ratios are medians of per-round ratios.
-Run: ``python -m pytest benchmarks/test_pos_conv_speed.py -m slow --benchmark-enable -s``.
+Run: ``python -m pytest benchmarks/test_conv_routes_speed.py -m slow --benchmark-enable -s``.
 """
 
 from __future__ import annotations
@@ -72,3 +73,61 @@ def test_fft_positional_conv_vs_unfold_and_module(benchmark, dtype, batch):
           f"{1e3 * statistics.median(seconds['fft']):.1f} ms, x{speedup['unfold']:.2f} vs "
           f"unfold + GEMM, x{speedup['module']:.2f} vs the module's conv; max error / max "
           + ", ".join(f"{k} {v:.1e}" for k, v in error.items()))
+
+
+def _forward_with(routes: dict[str, str], dtype: torch.dtype):
+    """A real-size MERT-95M (random weights) loaded with the given route variables set."""
+    import os
+
+    from embench_plugins.mert import MertEncoder
+
+    saved = {k: os.environ.get(k) for k in routes}
+    os.environ.update(routes)
+    try:
+        encoder = MertEncoder("mert-v1-95m")  # not the registry's shared instance
+        encoder.load(CPU, "random")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
+    if dtype != torch.float32:
+        encoder.cast_weights(dtype)
+    return encoder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_default_routes_vs_previous_whole_forward(benchmark, dtype):
+    """MERT-95M's whole forward (2 x 5 s windows) with today's default routes (FFT positional
+    conv, folded first layer) against the previous ones (unfolded positional conv, conv then
+    GroupNorm modules), same weights, alternating."""
+    encoders = {
+        "previous": _forward_with({"EMBENCH_UNFOLD_CONV": "pos",
+                                   "EMBENCH_FIRST_LAYER": "module"}, dtype),
+        "default": _forward_with({}, dtype),
+    }
+    x = 0.1 * torch.randn(2, 5 * 24_000, generator=torch.Generator().manual_seed(0))
+    seconds: dict[str, list[float]] = {name: [] for name in encoders}
+    with torch.inference_mode():
+        outs = {name: enc.forward(x) for name, enc in encoders.items()}  # also the warm-up
+
+        def one_round() -> None:
+            for name, enc in encoders.items():
+                start = time.perf_counter()
+                enc.forward(x)
+                seconds[name].append(time.perf_counter() - start)
+
+        benchmark.pedantic(one_round, rounds=1 if benchmark.disabled else 4, iterations=1)
+    speedup = statistics.median(p / d for p, d in zip(seconds["previous"], seconds["default"],
+                                                       strict=True))
+    a, b = outs["previous"].flatten(2), outs["default"].flatten(2)
+    cosine = F.cosine_similarity(a, b, dim=2).min().item()  # per window and layer
+    assert cosine > (0.99999 if dtype == torch.float32 else 0.999)
+    benchmark.extra_info.update(dtype=str(dtype), seconds=seconds, speedup=speedup,
+                                worst_cosine=cosine)
+    print(f"\nMERT-95M forward, 2 x 5 s, {dtype}: previous routes "
+          f"{statistics.median(seconds['previous']):.3f} s, default "
+          f"{statistics.median(seconds['default']):.3f} s (x{speedup:.2f}); worst per-layer "
+          f"cosine {cosine:.6f}")
