@@ -1,16 +1,24 @@
 """Which inference variants of the wav2vec2-style encoders are faster on a GPU, and by how much:
 a decision script for the defaults, each figure beside the baseline from the same process.
 
-For each encoder (real size, seeded random weights) it runs four variants: ``--precision``
-``bf16-autocast`` or ``bf16`` (:mod:`embench.precision`) crossed with the CNN feature encoder
-as the module's convolutions or as channels-last GEMMs (``EMBENCH_FEATURE_ENCODER=gemm``,
-:mod:`embench_plugins.gemm_features`). Per variant it prints the model's forward alone on a
-device-resident batch, the in-memory extraction path (``embed_group`` on decoded 30 s clips,
-pooling included), the ratio of each against the first variant (the previous default), peak
-GPU memory, and the worst per-layer cosine similarity of pooled embeddings against fp32 (a
-sanity check on random weights, not a statement about trained ones). Then end to end from WAV
-files (``extract``) for the default and for the fastest variant, with the extraction's own
-breakdown of where the main thread waited.
+For each encoder (real size, seeded random weights) it runs ``--precision`` ``bf16-autocast``
+or ``bf16`` (:mod:`embench.precision`) with three sets of kernel routes:
+
+- ``previous``: the positional conv unfolded for a GEMM (``EMBENCH_UNFOLD_CONV=pos``) and the
+  first CNN layer as conv + GroupNorm modules (``EMBENCH_FIRST_LAYER=module``), i.e. what the
+  README's H200 table measured;
+- ``default``: the positional conv by FFT and the first layer's GroupNorm folded into its conv
+  (:mod:`embench_plugins.fast_conv`, :mod:`embench_plugins.folded_norm`);
+- ``default+gemm``: the same with the whole CNN feature encoder as channels-last GEMMs
+  (``EMBENCH_FEATURE_ENCODER=gemm``, :mod:`embench_plugins.gemm_features`).
+
+Per variant it prints the model's forward alone on a device-resident batch, the in-memory
+extraction path (``embed_group`` on decoded 30 s clips, pooling included), the ratio of each
+against the first variant (autocast with the previous routes), peak GPU memory, and the worst
+per-layer cosine similarity of pooled embeddings against fp32 (a sanity check on random
+weights, not a statement about trained ones). Then end to end from WAV files (``extract``) for
+the default and for the fastest variant, with the extraction's own breakdown of where the main
+thread waited.
 
 Run: ``python benchmarks/gpu_variants.py`` (about 3 minutes on an H100/H200); ``--quick`` runs
 it on the CPU with tiny counts to check the script.
@@ -31,20 +39,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from benchmarks.bench_models import write_wavs  # noqa: E402
 from benchmarks.gpu import CLIP_S, end_to_end, forward_only, in_memory, noise_clips  # noqa: E402
 
-VARIANTS = [  # (precision, feature encoder); the first is the baseline of every ratio
-    ("bf16-autocast", "module"),
-    ("bf16", "module"),
-    ("bf16-autocast", "gemm"),
-    ("bf16", "gemm"),
+#: Route sets: environment variables each plugin reads when it loads.
+ROUTES = {
+    "previous": {"EMBENCH_UNFOLD_CONV": "pos", "EMBENCH_FIRST_LAYER": "module",
+                 "EMBENCH_FEATURE_ENCODER": "module"},
+    "default": {"EMBENCH_UNFOLD_CONV": "fft", "EMBENCH_FIRST_LAYER": "folded",
+                "EMBENCH_FEATURE_ENCODER": "module"},
+    "default+gemm": {"EMBENCH_UNFOLD_CONV": "fft", "EMBENCH_FIRST_LAYER": "folded",
+                     "EMBENCH_FEATURE_ENCODER": "gemm"},
+}
+VARIANTS = [  # (precision, routes); the first is the baseline of every ratio
+    ("bf16-autocast", "previous"),
+    ("bf16", "previous"),
+    ("bf16-autocast", "default"),
+    ("bf16", "default"),
+    ("bf16", "default+gemm"),
 ]
 
 
-def _load(name: str, precision: str, cnn: str, device: torch.device):
+def _load(name: str, precision: str, routes: str, device: torch.device):
     from embench import precision as precisions
     from embench.plugins import get_registry
 
-    os.environ["EMBENCH_FEATURE_ENCODER"] = cnn  # read by the plugin's load
+    os.environ.update(ROUTES[routes])  # read by the plugins when the model loads
     encoder = get_registry().encoder(name)
+    encoder.unload()  # the registry's instance: a reload installs this variant's routes
     precisions.prepare(encoder, precision, device, "random", None)
     return encoder
 
@@ -78,31 +97,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         files = write_wavs(Path(tmp), args.files, CLIP_S, prefix="f").clips
         for name in args.encoders.split(","):
-            reference_encoder = _load(name, "fp32", "module", device)
+            reference_encoder = _load(name, "fp32", "previous", device)
             waves = noise_clips(args.memory_clips, reference_encoder.info.sample_rate, device)
             _, _, reference = in_memory(reference_encoder, waves[:4], device, "fp32")
             reference_encoder.unload()
             results = {}
-            for precision, cnn in VARIANTS:
-                encoder = _load(name, precision, cnn, device)
+            for precision, routes in VARIANTS:
+                encoder = _load(name, precision, routes, device)
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
                 fwd = forward_only(encoder, args.batch, device, reps, precision)
                 mem_rate, batch, pooled = in_memory(encoder, waves, device, precision)
                 peak = (torch.cuda.max_memory_allocated(device) / 2**30
                         if device.type == "cuda" else 0.0)
-                results[(precision, cnn)] = (fwd, mem_rate)
+                results[(precision, routes)] = (fwd, mem_rate)
                 base_fwd, base_mem = results[VARIANTS[0]]
-                row = (f"| {name} | {precision} | {cnn} | {fwd:,.0f} | {fwd / base_fwd:.2f}x | "
+                row = (f"| {name} | {precision} | {routes} | {fwd:,.0f} | {fwd / base_fwd:.2f}x | "
                        f"{mem_rate:,.0f} | {mem_rate / base_mem:.2f}x | {batch} | {peak:.1f} | "
                        f"{worst_cosine(pooled, reference):.5f} |")
                 rows.append(row)
                 print(row, flush=True)
                 encoder.unload()
             best = max(results, key=lambda v: results[v][1])
-            for precision, cnn in dict.fromkeys([("bf16", "module"), best]):
-                encoder = _load(name, precision, cnn, device)
-                label = f"{name}-{precision}-{cnn}"  # own caches: a warm-up that found
+            for precision, routes in dict.fromkeys([("bf16", "default"), best]):
+                encoder = _load(name, precision, routes, device)
+                label = f"{name}-{precision}-{routes}"  # own caches: a warm-up that found
                 # its clips cached would warm nothing
                 end_to_end(encoder, files[:4], Path(tmp) / f"warm-{label}", device,
                            args.workers, precision)
@@ -110,17 +129,19 @@ def main() -> None:
                                   args.workers, precision,
                                   log=lambda m: print(f"    {m}", flush=True)
                                   if "embedded" in m else None)
-                line = (f"end to end {name} {precision} {cnn}: {len(files)} files "
+                line = (f"end to end {name} {precision} {routes}: {len(files)} files "
                         f"{rate:,.0f} audio-s/s")
                 rows.append(line)
                 print(line, flush=True)
                 encoder.unload()
     print()
     print(f"{card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
-    print("| encoder | precision | CNN | forward audio-s/s | vs autocast+module | in memory "
-          "audio-s/s | vs autocast+module | batch | peak GiB | worst cosine vs fp32 |")
+    print("| encoder | precision | routes | forward audio-s/s | vs autocast+previous | in memory "
+          "audio-s/s | vs autocast+previous | batch | peak GiB | worst cosine vs fp32 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
+    for variable in ROUTES["default"]:
+        os.environ.pop(variable, None)
 
 
 if __name__ == "__main__":
