@@ -165,9 +165,13 @@ def cached_fft(conv: torch.nn.Conv1d) -> Callable:
     """:func:`fft_conv1d` for ``conv``, with the weight's spectrum computed once per input
     length and parameter state (a weight-norm parametrisation recomputes ``conv.weight`` on
     every access, and its spectrum costs more than a small batch's convolution)."""
+    import torch
+
     cache: dict[tuple, torch.Tensor] = {}
 
     def how(x, weight, bias, stride, padding, groups):
+        if torch.compiler.is_compiling():  # a graph recomputes it; the lookup would break it
+            return fft_conv1d(x, weight, bias, stride, padding, groups)
         length = fft_length(x.shape[-1] + 2 * padding)
         # inference tensors (weights loaded under inference_mode) keep no version counter
         state = tuple((p.data_ptr(), p.dtype, None if p.is_inference() else p._version)

@@ -1,0 +1,28 @@
+"""``--compile`` on a real model: torch.compile traces the inference routes (FFT positional conv,
+folded first layer) without a graph break of their own and changes no result."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import HubertConfig
+
+from embench_plugins.mert import MertEncoder
+
+
+@pytest.mark.slow
+def test_compiled_forward_equals_eager_without_our_graph_breaks():
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    config = HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=37, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
+                          num_conv_pos_embedding_groups=2)
+    encoder = MertEncoder("mert-v1-95m", config=config)
+    encoder.load(torch.device("cpu"), "random")
+    x = 0.1 * torch.randn(2, 24_000, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        eager = encoder.forward(x)
+        compiled = torch.compile(encoder.forward, dynamic=False)(x)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+    breaks = "\n".join(torch._dynamo.utils.counters["graph_break"])
+    assert "embench_plugins" not in breaks and "is_inference" not in breaks, breaks
