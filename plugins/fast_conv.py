@@ -24,6 +24,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+def compute_dtype(x: torch.Tensor, fallback: torch.dtype) -> torch.dtype:
+    """The dtype a module's conv would compute in: autocast's where it is on, else
+    ``fallback`` (the weight's or the input's). Shared by every inference route here and in
+    ``folded_norm`` / ``gemm_features``, which replace modules and must match their dtype."""
+    import torch
+
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return fallback
+
+
 #: Elements of the gathered receptive fields per chunk (2**28 bf16 values = 512 MiB).
 CHUNK_ELEMENTS = 2**28
 
@@ -35,8 +46,7 @@ def unfold_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     import torch
     import torch.nn.functional as F
 
-    if torch.is_autocast_enabled(x.device.type):  # gather in the dtype the GEMM will use
-        x = x.to(torch.get_autocast_dtype(x.device.type))
+    x = x.to(compute_dtype(x, x.dtype))  # gather in the dtype the GEMM will use
     batch, channels, _ = x.shape
     out_channels, group_channels, kernel = weight.shape
     if channels != group_channels * groups:
@@ -114,8 +124,7 @@ def fft_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     if channels != group_channels * groups:
         raise ValueError(f"input has {channels} channels, weight expects "
                          f"{group_channels * groups}")
-    out_dtype = (torch.get_autocast_dtype(x.device.type)
-                 if torch.is_autocast_enabled(x.device.type) else x.dtype)
+    out_dtype = compute_dtype(x, x.dtype)
     padded = steps_in + 2 * padding
     steps = padded - kernel + 1
     length = fft_length(padded)  # correlation outputs 0..steps-1 never wrap around

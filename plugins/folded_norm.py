@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from embench_plugins.fast_conv import compute_dtype
+
 if TYPE_CHECKING:
     import torch
 
@@ -56,8 +58,7 @@ def folded_conv_groupnorm(x: torch.Tensor, conv: torch.nn.Conv1d,
     import torch
 
     kernel, stride = conv.kernel_size[0], conv.stride[0]
-    out_dtype = (torch.get_autocast_dtype(x.device.type)
-                 if torch.is_autocast_enabled(x.device.type) else conv.weight.dtype)
+    out_dtype = compute_dtype(x, conv.weight.dtype)
     batch = x.shape[0]
     with torch.autocast(x.device.type, enabled=False):
         frames = x[:, 0].float().unfold(-1, kernel, stride)  # [B, F, k], a view

@@ -34,6 +34,8 @@ import math
 import os
 from typing import TYPE_CHECKING
 
+from embench_plugins.fast_conv import compute_dtype
+
 if TYPE_CHECKING:
     import torch
 
@@ -41,14 +43,6 @@ if TYPE_CHECKING:
 FIRST_LAYER_COLUMNS = 16
 MODES = ("gemm", "module")
 DEFAULT_MODE = "module"
-
-
-def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
-    import torch
-
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.get_autocast_dtype(x.device.type)
-    return weight.dtype
 
 
 def _conv_rows(frames: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -147,7 +141,7 @@ def features(encoder: torch.nn.Module, wave: torch.Tensor) -> torch.Tensor:
 
     layers = list(encoder.conv_layers)
     convs = [layer.conv for layer in layers]
-    dtype = _compute_dtype(wave, convs[0].weight)
+    dtype = compute_dtype(wave, convs[0].weight.dtype)
     later = math.prod(c.stride[0] for c in convs[1:])  # every later view needs P % stride == 0
     valid = (wave.shape[1] - convs[0].kernel_size[0]) // convs[0].stride[0] + 1
     if valid < 1:
