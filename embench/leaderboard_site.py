@@ -52,6 +52,7 @@ class ResultFile:
             ("python", prov.python), ("torch", prov.torch), ("transformers", prov.transformers),
             ("platform", prov.platform), ("device", prov.device), ("started", prov.started_at),
             ("finished", prov.finished_at), ("command", " ".join(prov.command_line) or None),
+            ("environment", " ".join(f"{k}={v}" for k, v in prov.environment.items()) or None),
         ]
         return [(name, value) for name, value in facts if value]
 

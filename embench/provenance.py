@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -58,4 +59,10 @@ def collect(device: str, argv: list[str] | None = None) -> Provenance:
         device=device_name(device),
         started_at=now(),
         command_line=list(sys.argv if argv is None else argv),
+        environment=embench_environment(),
     )
+
+
+def embench_environment() -> dict[str, str]:
+    """The ``EMBENCH_*`` environment variables set now (sorted)."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("EMBENCH_")}

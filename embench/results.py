@@ -52,6 +52,10 @@ class Provenance(_Model):
     started_at: str
     finished_at: str | None = None
     command_line: list[str] = Field(default_factory=list)
+    #: ``EMBENCH_*`` variables set for the run: kernel routes (``EMBENCH_UNFOLD_CONV``,
+    #: ``EMBENCH_FIRST_LAYER``, ``EMBENCH_FEATURE_ENCODER``) change embeddings at float rounding
+    #: level without changing the cache key, so a reader must see them.
+    environment: dict[str, str] = Field(default_factory=dict)
 
 
 class Preprocessing(_Model):

@@ -104,7 +104,9 @@ def test_failing_pair_is_recorded_and_others_still_run(tmp_path, capsys, fake_pl
     assert "1 pair(s) failed" in capsys.readouterr().err
 
 
-def test_result_json_has_provenance_and_summary(tmp_path, fake_plugin):
+def test_result_json_has_provenance_and_summary(tmp_path, fake_plugin, monkeypatch):
+    monkeypatch.setenv("EMBENCH_UNFOLD_CONV", "pos")  # a kernel route: recorded
+    monkeypatch.setenv("NOT_EMBENCH", "x")  # anything else: not
     out = tmp_path / "out"
     assert run_main(["run", "-e", "fake-spectral", "-t", "fake-tones", "--seeds", "0,7",
                   "--no-progress", "--num-workers", "0", "-o", str(out)]) == 0
@@ -114,6 +116,8 @@ def test_result_json_has_provenance_and_summary(tmp_path, fake_plugin):
     run = RunResult.model_validate_json(result_file.read_text())
     assert run.schema_version == "1.0" and run.provenance.finished_at
     assert run.provenance.torch and run.provenance.python and run.provenance.device
+    assert run.provenance.environment.get("EMBENCH_UNFOLD_CONV") == "pos"
+    assert "NOT_EMBENCH" not in run.provenance.environment
     (r,) = run.results
     assert r.seeds == [0, 7] and r.split_id == "tones-fixed" and r.main.n == 2
     assert r.skipped[0].clip_id == "broken" and r.preprocessing.sample_rate == 16000

@@ -67,6 +67,14 @@ def test_newest_run_per_encoder_and_weights_wins_and_ties_share_a_rank():
     assert table.superseded == [("a", "new", ["old"])]
 
 
+def test_provenance_shows_the_embench_environment_only_when_set():
+    run = make_run([probe_result("a")])
+    assert "environment" not in dict(ResultFile("r.json", run).provenance())
+    run.provenance.environment = {"EMBENCH_FIRST_LAYER": "module", "EMBENCH_UNFOLD_CONV": "pos"}
+    facts = dict(ResultFile("r.json", run).provenance())
+    assert facts["environment"] == "EMBENCH_FIRST_LAYER=module EMBENCH_UNFOLD_CONV=pos"
+
+
 def test_layer_curve_is_the_mean_over_seeds():
     row = _toy(_site(make_run([probe_result("melspec", (60.0, 70.0))]))).rows[0]
     assert row.layer_curve == (55.5, 61.5, 58.5)  # seeds 0 and 1 add 0 and 1 to the curve
