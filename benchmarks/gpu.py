@@ -12,7 +12,10 @@ download) on 30 s clips stored as 22.05 kHz 16-bit WAV files (GTZAN's format), i
 - **seed-style**: fp32 weights, eager attention, one clip at a time, no cache
   (``seed_style.py``);
 - model GFLOP per audio-second (``torch.utils.flop_counter``), achieved TFLOP/s of the end-to-end
-  figure and its fraction of the card's dense bf16 peak, and peak GPU memory.
+  figure and its fraction of the card's dense bf16 peak, and peak GPU memory;
+- the eager floor (``roofline.py``: every op of one batch recorded on this card, each at the
+  slower of the measured matrix rate and copy bandwidth of an H100/H200) and the forward-only
+  figure as a share of it: how far the kernels are from what their op graph allows.
 
 Run: ``python benchmarks/gpu.py`` (about 3-4 minutes on an H100/H200; ``--quick`` checks the
 script on the CPU with tiny inputs). The files sit in the page cache, as on a second epoch.
@@ -32,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 from benchmarks.bench_models import WAV_RATE as FILE_SR  # noqa: E402
 from benchmarks.bench_models import write_wavs  # noqa: E402
+from benchmarks.roofline import CARDS, card_ceilings, floor_audio_s, record  # noqa: E402
 from benchmarks.seed_style import seed_style_throughput  # noqa: E402
 
 CLIP_S = 30.0
@@ -140,6 +144,7 @@ def main() -> None:
 
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = peak_tflops(card)
+    ceilings = card_ceilings(card) or CARDS["h100"]  # the CPU check uses the H100's
     print(f"{card}; torch {torch.__version__}; {CLIP_S:.0f} s clips from {FILE_SR} Hz WAV; "
           f"{args.workers} decode workers; random-init weights", flush=True)
     rows = []
@@ -162,12 +167,15 @@ def main() -> None:
             fast, batch, _ = in_memory(encoder, waves, device, precision)
             fwd = forward_only(encoder, batch, device, precision=precision)
             flops = flops_per_audio_s(encoder, device)
+            floor = floor_audio_s(*record(encoder, 16 if device.type == "cuda" else 1,
+                                          precision), ceilings)
             precisions.prepare(encoder, "fp32", device, "random", None)  # the seed's weights
             seed = seed_style_throughput(encoder, waves[:args.seed_clips], device)
             tflops = flops * e2e / 1e12
             row = (f"| {name} | {precision} | {e2e:,.0f} | {e2e / seed:.1f}x | {seed:,.0f} | "
                    f"{fast:,.0f} | {fwd:,.0f} | {batch} | {flops / 1e9:.1f} | {tflops:.0f} | "
-                   f"{f'{100 * tflops / peak:.0f}%' if peak else '-'} | {mem:.1f} |")
+                   f"{f'{100 * tflops / peak:.0f}%' if peak else '-'} | {mem:.1f} | "
+                   f"{floor:,.0f} | {100 * fwd / floor:.0f}% |")
             rows.append(row)
             print(row, flush=True)
             print(f"E2E {name} {e2e:.0f} conv={os.environ.get('EMBENCH_UNFOLD_CONV', 'fft')}",
@@ -181,8 +189,8 @@ def main() -> None:
           f"EMBENCH_UNFOLD_CONV={os.environ.get('EMBENCH_UNFOLD_CONV', 'fft')}")
     print("| encoder | precision | end to end audio-s/s | vs seed-style | seed-style | in memory | "
           "forward only | batch (windows) | GFLOP per audio-s | TFLOP/s (e2e) | of bf16 peak "
-          "| peak GiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| peak GiB | eager floor | forward / floor |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 

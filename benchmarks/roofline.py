@@ -218,11 +218,37 @@ def summarise(records: list[OpRecord], audio_s: float, card: tuple[float, float,
     return sorted(rows.values(), key=lambda row: -row.floor_s)
 
 
+def record(encoder, windows: int, precision: str) -> tuple[list[OpRecord], float]:
+    """Records one in-memory extraction of ``windows`` windows (one batch) by ``encoder``,
+    already prepared for ``precision`` on its device, after an unrecorded one: what a model
+    computes once (e.g. a weight spectrum) is not per batch."""
+    from embench.batching import BatchSizer
+    from embench.extract import embed_group
+
+    info = encoder.info
+    window_s = info.window_s or 30.0
+    gen = torch.Generator().manual_seed(0)
+    waves = [0.1 * torch.randn(int(window_s * info.sample_rate), generator=gen)
+             for _ in range(windows)]
+    sizer = BatchSizer(windows, encoder.device, log=lambda m: None, precision=precision)
+    embed_group(encoder, waves, 1.0, sizer).wait()  # once unrecorded: per-model caches fill
+    scopes = ModuleScopes(getattr(encoder, "model", None) or torch.nn.Identity())
+    with scopes, Recorder(scopes) as recorder:
+        embed_group(encoder, waves, 1.0, sizer).wait()
+    return recorder.records, windows * window_s
+
+
+def floor_audio_s(records: list[OpRecord], audio_s: float,
+                  card: tuple[float, float, float]) -> float:
+    """The most audio-seconds per second ``records`` allow on ``card``."""
+    return 1 / sum(row.floor_s for row in summarise(records, audio_s, card))
+
+
 def record_batch(encoder_name: str, windows: int, precision: str,
                  feature_encoder: str | None = None, conv: str | None = None,
                  first_layer: str | None = None) -> tuple[list[OpRecord], float]:
-    """Records one in-memory extraction of ``windows`` windows (one batch) on the CPU, after
-    an unrecorded one: what a model computes once (e.g. a weight spectrum) is not per batch."""
+    """:func:`record` for the registry's ``encoder_name`` on the CPU, with the kernel routes
+    given (``None``: the default)."""
     import os
 
     if feature_encoder:
@@ -232,24 +258,19 @@ def record_batch(encoder_name: str, windows: int, precision: str,
     if first_layer:
         os.environ["EMBENCH_FIRST_LAYER"] = first_layer
     from embench import precision as precisions
-    from embench.batching import BatchSizer
-    from embench.extract import embed_group
     from embench.plugins import get_registry
 
     encoder = get_registry().encoder(encoder_name)
-    device = torch.device("cpu")
-    precisions.prepare(encoder, precision, device, "random", None)
-    info = encoder.info
-    window_s = info.window_s or 30.0
-    gen = torch.Generator().manual_seed(0)
-    waves = [0.1 * torch.randn(int(window_s * info.sample_rate), generator=gen)
-             for _ in range(windows)]
-    sizer = BatchSizer(windows, device, log=lambda m: None, precision=precision)
-    embed_group(encoder, waves, 1.0, sizer).wait()  # once unrecorded: per-model caches fill
-    scopes = ModuleScopes(encoder.model)
-    with scopes, Recorder(scopes) as recorder:
-        embed_group(encoder, waves, 1.0, sizer).wait()
-    return recorder.records, windows * window_s
+    precisions.prepare(encoder, precision, torch.device("cpu"), "random", None)
+    return record(encoder, windows, precision)
+
+
+def card_ceilings(name: str) -> tuple[float, float, float] | None:
+    """:data:`CARDS`' ceilings for a device name such as "NVIDIA H100 80GB HBM3"."""
+    for key, ceilings in CARDS.items():
+        if key in name.lower():
+            return ceilings
+    return None
 
 
 def render(rows: list[Row], card_name: str, card: tuple[float, float, float]) -> str:
