@@ -13,7 +13,8 @@ channel mean is ``w_c . mean(f)`` and the variance ``w_c^T Cov(f) w_c``, with ``
 matrix per window. GroupNorm's ``(x - mean) / sqrt(var + eps) * gamma + beta`` then becomes a
 per-window rescaled filter plus a per-window bias, so conv + GroupNorm is one batched matmul
 whose output is written once; a conv bias cancels in the normalisation. The statistics are
-computed in fp32 from the frames, so they carry no rounding of a bf16 conv output.
+computed in float64 from the frames (a few values per window), so they carry no rounding of a
+bf16 conv output, and a near-silent channel's variance is not lost in cancellation.
 
 Only inference takes this path (no gradient); fine-tuning keeps the module's own ``forward``.
 Parameters and ``state_dict`` are untouched. fp32 results equal the module's to float rounding
@@ -61,21 +62,25 @@ def folded_conv_groupnorm(x: torch.Tensor, conv: torch.nn.Conv1d,
     out_dtype = compute_dtype(x, conv.weight.dtype)
     batch = x.shape[0]
     with torch.autocast(x.device.type, enabled=False):
-        frames = x[:, 0].float().unfold(-1, kernel, stride)  # [B, F, k], a view
+        frames = x[:, 0].unfold(-1, kernel, stride)  # [B, F, k], a view
         n_frames = frames.shape[1]
-        mean = frames.mean(dim=1)  # [B, k]
-        centred = frames - mean.unsqueeze(1)
+        # Statistics in float64: a filter nearly orthogonal to the audio (band-limited audio
+        # leaves the top of a 24 kHz band empty) has a variance far below the terms of
+        # w^T Cov w, which float32 would round away; the module gets it from its outputs.
+        stats = frames.double()
+        mean = stats.mean(dim=1)  # [B, k]
+        centred = stats - mean.unsqueeze(1)
         cov = centred.transpose(1, 2) @ centred / n_frames  # [B, k, k], population
-        w = conv.weight.float()[:, 0, :]  # [C, k]
+        w = conv.weight.double()[:, 0, :]  # [C, k]
         var = torch.einsum("ck,bkj,cj->bc", w, cov, w).clamp(min=0)  # [B, C]
         scale = torch.rsqrt(var + norm.eps)
         if norm.affine:
-            scale = scale * norm.weight.float()
+            scale = scale * norm.weight.double()
         shift = -(mean @ w.T) * scale  # [B, C]; a conv bias would cancel here
         if norm.affine:
-            shift = shift + norm.bias.float()
+            shift = shift + norm.bias.double()
         # [B, C, COLUMNS]: the rescaled taps, the shift against a row of ones, then zeros
-        filters = x.new_zeros(batch, conv.out_channels, COLUMNS, dtype=torch.float32)
+        filters = x.new_zeros(batch, conv.out_channels, COLUMNS, dtype=torch.float64)
         filters[:, :, :kernel] = w.unsqueeze(0) * scale.unsqueeze(2)
         filters[:, :, kernel] = shift
         taps = x.new_zeros(batch, COLUMNS, n_frames, dtype=out_dtype)
