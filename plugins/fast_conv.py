@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+
 def compute_dtype(x: torch.Tensor, fallback: torch.dtype) -> torch.dtype:
     """The dtype a module's conv would compute in: autocast's where it is on, else
     ``fallback`` (the weight's or the input's). Shared by every inference route here and in
