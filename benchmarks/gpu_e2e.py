@@ -1,8 +1,10 @@
-"""Where end-to-end extraction time goes on a GPU: MERT-95M from 30 s WAV files at two dataset
-sizes (the difference gives the steady-state rate, the intercept the fixed cost of a run) and
-with pipeline variants, each printing extract's own breakdown of the main thread's time.
+"""Where end-to-end extraction time goes on a GPU: one encoder (MERT-95M unless ``--encoder``)
+from 30 s WAV files at two dataset sizes (the difference gives the steady-state rate, the
+intercept the fixed cost of a run) and with pipeline variants (``--no-variants`` skips them),
+each printing extract's own breakdown of the main thread's time.
 
-Run: ``python benchmarks/gpu_e2e.py [--files 1536]`` (``--quick``: CPU, tiny, checks the script).
+Run: ``python benchmarks/gpu_e2e.py [--files 1536] [--encoder clap-music]`` (``--quick``: CPU,
+tiny, checks the script).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ def run(encoder, clips, cache: Path, device, workers: int, label: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=1536)
+    ap.add_argument("--encoder", default="mert-v1-95m")
+    ap.add_argument("--no-variants", action="store_true",
+                    help="only the two dataset sizes, not the pipeline variants")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     device = torch.device("cpu" if args.quick else "cuda")
@@ -51,7 +56,7 @@ def main() -> None:
             files = [c for part in pool.map(lambda a: write_wavs(*a), parts)
                      for c in part.clips][:n]
         print(f"wrote {len(files)} files in {time.perf_counter() - t0:.0f} s", flush=True)
-        enc = get_registry().encoder("mert-v1-95m")
+        enc = get_registry().encoder(args.encoder)
         enc.load(device, "random")
         root = Path(tmp)
         run(enc, files[:1 if args.quick else 4], root / "warm", device, workers, "warm-up")
@@ -60,8 +65,10 @@ def main() -> None:
         t_a, t_b = small * CLIP_S / a, n * CLIP_S / b
         steady = (n - small) * CLIP_S / max(t_b - t_a, 1e-9)
         fixed = t_a - small * CLIP_S / steady
-        print(f"steady state {steady:,.0f} audio-s/s; fixed cost {fixed:.2f} s per run",
-              flush=True)
+        print(f"{args.encoder}: steady state {steady:,.0f} audio-s/s; fixed cost {fixed:.2f} s "
+              "per run", flush=True)
+        if args.no_variants:
+            return
         decoding.PIN_IN_THREADS = False
         run(enc, files, root / "nopin", device, workers, "no pinning in threads")
         decoding.PIN_IN_THREADS = True
