@@ -157,18 +157,31 @@ def channels_last_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     return F.conv2d(x4, w4, bias, (1, stride), (0, padding), groups=groups).squeeze(2)
 
 
-def _wrap(conv: torch.nn.Conv1d, how: Callable) -> Callable:
+def wrap_inference(module: torch.nn.Module, inference: Callable[[torch.Tensor], torch.Tensor],
+                   marker: str) -> bool:
+    """Make ``module.forward`` run ``inference`` when no gradient is being recorded and its own
+    forward otherwise, so fine-tuning never sees a route. ``marker`` names the route on the new
+    forward: a module already wrapped with it is left alone. Returns whether it wrapped now.
+    The one mechanism behind this module's, ``folded_norm``'s and ``gemm_features``' routes."""
     import torch
 
-    original = conv.forward
+    if getattr(module.forward, marker, False):
+        return False
+    original = module.forward
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             return original(x)
-        return how(x, conv.weight, conv.bias, conv.stride[0], conv.padding[0], conv.groups)
+        return inference(x)
 
-    forward.embench_unfold = True  # type: ignore[attr-defined]  # marks it wrapped
-    return forward
+    setattr(forward, marker, True)
+    module.forward = forward
+    return True
+
+
+def _conv_call(conv: torch.nn.Conv1d, how: Callable) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``how`` applied with ``conv``'s own parameters and hyper-parameters."""
+    return lambda x: how(x, conv.weight, conv.bias, conv.stride[0], conv.padding[0], conv.groups)
 
 
 def cached_fft(conv: torch.nn.Conv1d) -> Callable:
@@ -216,16 +229,13 @@ def install(model: torch.nn.Module, which: str | None = None) -> list[str]:
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Conv1d):
             continue
-        if getattr(module.forward, "embench_unfold", False):
-            continue
         if "pos_conv_embed" in name:
             use_fft = which == "fft" and module.stride[0] == 1
-            module.forward = _wrap(module, cached_fft(module) if use_fft else unfold_conv1d)
-        elif which == "all":
-            module.forward = _wrap(module, unfold_conv1d)
-        elif which == "cl":
-            module.forward = _wrap(module, channels_last_conv1d)
+            how = cached_fft(module) if use_fft else unfold_conv1d
+        elif which in ("all", "cl"):
+            how = unfold_conv1d if which == "all" else channels_last_conv1d
         else:
             continue
-        wrapped.append(name)
+        if wrap_inference(module, _conv_call(module, how), "embench_unfold"):
+            wrapped.append(name)
     return wrapped

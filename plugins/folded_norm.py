@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from embench_plugins.fast_conv import compute_dtype
+from embench_plugins.fast_conv import compute_dtype, wrap_inference
 
 if TYPE_CHECKING:
     import torch
@@ -89,18 +89,8 @@ def folded_conv_groupnorm(x: torch.Tensor, conv: torch.nn.Conv1d,
         return torch.bmm(filters.to(out_dtype), taps)  # [B, C, F]
 
 
-def _wrap(layer: torch.nn.Module):
-    import torch
-
-    original = layer.forward
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            return original(x)
-        return layer.activation(folded_conv_groupnorm(x, layer.conv, layer.layer_norm))
-
-    forward.embench_folded = True  # type: ignore[attr-defined]  # marks it wrapped
-    return forward
+def _folded_forward(layer: torch.nn.Module):
+    return lambda x: layer.activation(folded_conv_groupnorm(x, layer.conv, layer.layer_norm))
 
 
 def install(model: torch.nn.Module, mode: str | None = None) -> list[str]:
@@ -115,7 +105,6 @@ def install(model: torch.nn.Module, mode: str | None = None) -> list[str]:
         return []
     wrapped = []
     for name, layer in model.named_modules():
-        if foldable(layer) and not getattr(layer.forward, "embench_folded", False):
-            layer.forward = _wrap(layer)
+        if foldable(layer) and wrap_inference(layer, _folded_forward(layer), "embench_folded"):
             wrapped.append(name)
     return wrapped

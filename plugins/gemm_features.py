@@ -34,7 +34,7 @@ import math
 import os
 from typing import TYPE_CHECKING
 
-from embench_plugins.fast_conv import compute_dtype
+from embench_plugins.fast_conv import compute_dtype, wrap_inference
 
 if TYPE_CHECKING:
     import torch
@@ -172,7 +172,6 @@ def install(model: torch.nn.Module, mode: str | None = None) -> bool:
     """Route ``model.feature_extractor`` through :func:`features` at inference; returns whether
     it did. ``mode`` (default ``EMBENCH_FEATURE_ENCODER``, else ``module``): ``gemm`` or
     ``module`` (leave the model as it is)."""
-    import torch
 
     mode = mode or os.environ.get("EMBENCH_FEATURE_ENCODER", DEFAULT_MODE)
     if mode not in MODES:
@@ -181,15 +180,5 @@ def install(model: torch.nn.Module, mode: str | None = None) -> bool:
     encoder = getattr(model, "feature_extractor", None)
     if mode == "module" or encoder is None or not supports(encoder):
         return False
-    if getattr(encoder.forward, "embench_gemm", False):
-        return True
-    original = encoder.forward
-
-    def forward(input_values: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            return original(input_values)
-        return features(encoder, input_values)
-
-    forward.embench_gemm = True  # type: ignore[attr-defined]
-    encoder.forward = forward
+    wrap_inference(encoder, lambda wave: features(encoder, wave), "embench_gemm")
     return True
