@@ -167,9 +167,7 @@ class Recorder(TorchDispatchMode):
 
 def group_of(scope: str, op: str) -> str:
     """A coarse place in a Hubert/Wav2Vec2-style model (other models: the module name)."""
-    path = scope
-    parts = path.split(".")
-    if not path:
+    if not scope:
         return ("outside the model: layer outputs to fp32"
                 if op in ("stack", "cat", "_to_copy", "to", "copy_")
                 else "outside the model: input norm + pooling")
@@ -182,11 +180,12 @@ def group_of(scope: str, op: str) -> str:
              ("feed_forward", "FFN activation"),
              ("layer_norm", "LayerNorms")]
     for needle, label in rules:
-        if needle in path:
+        if needle in scope:
             return label
+    parts = scope.split(".")
     if parts[0] == "encoder" and len(parts) >= 3:
         return "residual adds"
-    return f"model: {path or 'top'}"
+    return f"model: {scope}"
 
 
 @dataclass
