@@ -11,7 +11,8 @@ download) on 30 s clips stored as 22.05 kHz 16-bit WAV files (GTZAN's format), i
 - **forward only**: the model alone on a device-resident batch of windows;
 - **seed-style**: fp32 weights, eager attention, one clip at a time, no cache
   (``seed_style.py``);
-- model GFLOP per audio-second (``torch.utils.flop_counter``), achieved TFLOP/s of the end-to-end
+- model GFLOP per audio-second (``torch.utils.flop_counter``'s formulas over the ops
+  ``roofline.py`` records for one batch, pooling included), achieved TFLOP/s of the end-to-end
   figure and its fraction of the card's dense bf16 peak, and peak GPU memory;
 - the eager floor (``roofline.py``: every op of one batch recorded on this card, each at the
   slower of the measured matrix rate and copy bandwidth of an H100/H200) and the forward-only
@@ -111,21 +112,6 @@ def forward_only(encoder, batch: int, device, repeats: int = 5,
     return repeats * batch * window_s / (time.perf_counter() - start)
 
 
-def flops_per_audio_s(encoder, device) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    info = encoder.info
-    window_s = info.window_s or CLIP_S
-    x = torch.zeros(2, int(window_s * info.sample_rate), device=device)
-    counter = FlopCounterMode(display=False)
-    # no_grad, not inference_mode: weight-norm parametrisations fail under the flop counter
-    # in inference mode
-    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16,
-                                         enabled=device.type == "cuda"), counter:
-        encoder.forward(x)
-    return counter.get_total_flops() / (2 * window_s)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoders", default="mert-v1-95m,mert-v1-330m,wav2vec2-base,clap-music")
@@ -166,9 +152,10 @@ def main() -> None:
             waves = noise_clips(args.memory_clips, encoder.info.sample_rate, device)
             fast, batch, _ = in_memory(encoder, waves, device, precision)
             fwd = forward_only(encoder, batch, device, precision=precision)
-            flops = flops_per_audio_s(encoder, device)
-            floor = floor_audio_s(*record(encoder, 16 if device.type == "cuda" else 1,
-                                          precision), ceilings)
+            # one recorded batch gives both the FLOPs (flop_counter's formulas) and the floor
+            records, audio_s = record(encoder, 16 if device.type == "cuda" else 1, precision)
+            flops = sum(r.flops for r in records) / audio_s
+            floor = floor_audio_s(records, audio_s, ceilings)
             precisions.prepare(encoder, "fp32", device, "random", None)  # the seed's weights
             seed = seed_style_throughput(encoder, waves[:args.seed_clips], device)
             tflops = flops * e2e / 1e12
