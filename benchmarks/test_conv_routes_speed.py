@@ -76,22 +76,17 @@ def test_fft_positional_conv_vs_unfold_and_module(benchmark, dtype, batch):
 
 
 def _forward_with(routes: dict[str, str], dtype: torch.dtype):
-    """A real-size MERT-95M (random weights) loaded with the given route variables set."""
-    import os
-
+    """A real-size MERT-95M (random weights) loaded with exactly ``routes`` set among the route
+    variables (the others unset: the defaults), the caller's environment restored after."""
     from embench_plugins.mert import MertEncoder
 
-    saved = {k: os.environ.get(k) for k in routes}
-    os.environ.update(routes)
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        for variable in ("EMBENCH_UNFOLD_CONV", "EMBENCH_FIRST_LAYER", "EMBENCH_FEATURE_ENCODER"):
+            env.delenv(variable, raising=False)
+        for variable, value in routes.items():
+            env.setenv(variable, value)
         encoder = MertEncoder("mert-v1-95m")  # not the registry's shared instance
         encoder.load(CPU, "random")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k)
-            else:
-                os.environ[k] = v
     if dtype != torch.float32:
         encoder.cast_weights(dtype)
     return encoder
