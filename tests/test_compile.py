@@ -8,16 +8,14 @@ import torch
 from transformers import HubertConfig
 
 from embench_plugins.mert import MertEncoder
+from tests.test_mert import TINY
 
 
 @pytest.mark.slow
 def test_compiled_forward_equals_eager_without_our_graph_breaks():
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    config = HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                          intermediate_size=37, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
-                          num_conv_pos_embedding_groups=2)
-    encoder = MertEncoder("mert-v1-95m", config=config)
+    encoder = MertEncoder("mert-v1-95m", config=HubertConfig(**TINY))
     encoder.load(torch.device("cpu"), "random")
     x = 0.1 * torch.randn(2, 24_000, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from transformers import HubertConfig, HubertModel
 
 from embench_plugins import fast_conv
+from tests.test_mert import TINY
 
 SHAPES = [  # (in, out, kernel, stride, padding, groups, length): the convs of the base models
     (768, 768, 128, 1, 64, 16, 374),  # positional conv
@@ -38,9 +39,7 @@ def test_chunks_cover_the_whole_batch(monkeypatch):
 
 def _tiny_hubert() -> HubertModel:
     torch.manual_seed(0)
-    return HubertModel(HubertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-        conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)).eval()
+    return HubertModel(HubertConfig(**TINY)).eval()
 
 
 @pytest.mark.parametrize(("c_in", "c_out", "kernel", "stride", "pad", "groups", "length"), SHAPES)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from transformers import HubertConfig, HubertModel
 
 from embench_plugins import folded_norm
+from tests.test_mert import TINY
 
 
 def _layer(bias: bool = False, seed: int = 0) -> tuple[torch.nn.Conv1d, torch.nn.GroupNorm]:
@@ -76,10 +77,7 @@ def test_bf16_is_as_close_to_float64_as_the_modules_in_bf16():
 
 def _tiny_hubert(**overrides) -> HubertModel:
     torch.manual_seed(0)
-    return HubertModel(HubertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-        conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-        **overrides)).eval()
+    return HubertModel(HubertConfig(**{**TINY, **overrides})).eval()
 
 
 def test_installed_model_matches_at_inference_and_training_is_untouched(monkeypatch):
