@@ -247,7 +247,7 @@ def record_batch(encoder_name: str, windows: int, precision: str,
                  feature_encoder: str | None = None, conv: str | None = None,
                  first_layer: str | None = None) -> tuple[list[OpRecord], float]:
     """:func:`record` for the registry's ``encoder_name`` on the CPU, with the kernel routes
-    given (``None``: the default)."""
+    given (``None``: whatever the environment already says, else the plugin's default)."""
     import os
 
     if feature_encoder:
