@@ -2,7 +2,7 @@
 a decision script for the defaults, each figure beside the baseline from the same process.
 
 For each encoder (real size, seeded random weights) it runs ``--precision`` ``bf16-autocast``
-or ``bf16`` (:mod:`embench.precision`) with three sets of kernel routes:
+or ``bf16`` (:mod:`embench.precision`) with these sets of kernel routes:
 
 - ``previous``: the positional conv unfolded for a GEMM (``EMBENCH_UNFOLD_CONV=pos``) and the
   first CNN layer as conv + GroupNorm modules (``EMBENCH_FIRST_LAYER=module``), i.e. what the
@@ -10,7 +10,12 @@ or ``bf16`` (:mod:`embench.precision`) with three sets of kernel routes:
 - ``default``: the positional conv by FFT and the first layer's GroupNorm folded into its conv
   (:mod:`embench_plugins.fast_conv`, :mod:`embench_plugins.folded_norm`);
 - ``default+gemm``: the same with the whole CNN feature encoder as channels-last GEMMs
-  (``EMBENCH_FEATURE_ENCODER=gemm``, :mod:`embench_plugins.gemm_features`).
+  (``EMBENCH_FEATURE_ENCODER=gemm``, :mod:`embench_plugins.gemm_features`);
+- ``fused-cnn``: the default with each CNN layer one Triton kernel, GELU included
+  (``EMBENCH_FEATURE_ENCODER=fused``, :mod:`embench_plugins.fused_routes`); the first call of
+  each shape family autotunes, inside the warm-up;
+- ``fused``: that plus the FFN's first GEMM and its GELU as one Triton kernel
+  (``EMBENCH_FFN=fused``).
 
 Per variant it prints the model's forward alone on a device-resident batch, the in-memory
 extraction path (``embed_group`` on decoded 30 s clips, pooling included), the ratio of each
@@ -20,7 +25,7 @@ weights, not a statement about trained ones). Then end to end from WAV files (``
 the default and for the fastest variant, with the extraction's own breakdown of where the main
 thread waited.
 
-Run: ``python benchmarks/gpu_variants.py`` (about 3 minutes on an H100/H200); ``--quick`` runs
+Run: ``python benchmarks/gpu_variants.py`` (about 4 minutes on an H100/H200); ``--quick`` runs
 it on the CPU with tiny counts to check the script.
 """
 
@@ -42,18 +47,23 @@ from benchmarks.gpu import CLIP_S, end_to_end, forward_only, in_memory, noise_cl
 #: Route sets: environment variables each plugin reads when it loads.
 ROUTES = {
     "previous": {"EMBENCH_UNFOLD_CONV": "pos", "EMBENCH_FIRST_LAYER": "module",
-                 "EMBENCH_FEATURE_ENCODER": "module"},
+                 "EMBENCH_FEATURE_ENCODER": "module", "EMBENCH_FFN": "module"},
     "default": {"EMBENCH_UNFOLD_CONV": "fft", "EMBENCH_FIRST_LAYER": "folded",
-                "EMBENCH_FEATURE_ENCODER": "module"},
+                "EMBENCH_FEATURE_ENCODER": "module", "EMBENCH_FFN": "module"},
     "default+gemm": {"EMBENCH_UNFOLD_CONV": "fft", "EMBENCH_FIRST_LAYER": "folded",
-                     "EMBENCH_FEATURE_ENCODER": "gemm"},
+                     "EMBENCH_FEATURE_ENCODER": "gemm", "EMBENCH_FFN": "module"},
+    "fused-cnn": {"EMBENCH_UNFOLD_CONV": "fft", "EMBENCH_FIRST_LAYER": "folded",
+                  "EMBENCH_FEATURE_ENCODER": "fused", "EMBENCH_FFN": "module"},
+    "fused": {"EMBENCH_UNFOLD_CONV": "fft", "EMBENCH_FIRST_LAYER": "folded",
+              "EMBENCH_FEATURE_ENCODER": "fused", "EMBENCH_FFN": "fused"},
 }
 VARIANTS = [  # (precision, routes); the first is the baseline of every ratio
     ("bf16-autocast", "previous"),
     ("bf16", "previous"),
-    ("bf16-autocast", "default"),
     ("bf16", "default"),
     ("bf16", "default+gemm"),
+    ("bf16", "fused-cnn"),
+    ("bf16", "fused"),
 ]
 
 

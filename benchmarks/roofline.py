@@ -177,10 +177,11 @@ def group_of(scope: str, op: str) -> str:
              ("_proj", "attention q/k/v/out GEMMs"),
              ("attention", "attention (SDPA + reshapes)"),
              ("intermediate_dense", "FFN GEMMs"), ("output_dense", "FFN GEMMs"),
+             ("feed_forward:gemm_act", "FFN GEMMs"),  # the fused GEMM + GELU (EMBENCH_FFN)
              ("feed_forward", "FFN activation"),
              ("layer_norm", "LayerNorms")]
     for needle, label in rules:
-        if needle in scope:
+        if needle in f"{scope}:{op}":
             return label
     parts = scope.split(".")
     if parts[0] == "encoder" and len(parts) >= 3:
@@ -245,7 +246,8 @@ def floor_audio_s(records: list[OpRecord], audio_s: float,
 
 def record_batch(encoder_name: str, windows: int, precision: str,
                  feature_encoder: str | None = None, conv: str | None = None,
-                 first_layer: str | None = None) -> tuple[list[OpRecord], float]:
+                 first_layer: str | None = None,
+                 ffn: str | None = None) -> tuple[list[OpRecord], float]:
     """:func:`record` for the registry's ``encoder_name`` on the CPU, with the kernel routes
     given (``None``: whatever the environment already says, else the plugin's default)."""
     import os
@@ -256,6 +258,8 @@ def record_batch(encoder_name: str, windows: int, precision: str,
         os.environ["EMBENCH_UNFOLD_CONV"] = conv
     if first_layer:
         os.environ["EMBENCH_FIRST_LAYER"] = first_layer
+    if ffn:
+        os.environ["EMBENCH_FFN"] = ffn
     from embench import precision as precisions
     from embench.plugins import get_registry
 
@@ -296,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoder", default="mert-v1-95m")
     parser.add_argument("--windows", type=int, default=4, help="windows in the recorded batch")
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
-    parser.add_argument("--feature-encoder", choices=["module", "gemm"], default=None)
+    parser.add_argument("--feature-encoder", choices=["module", "gemm", "fused"], default=None)
+    parser.add_argument("--ffn", choices=["module", "fused"], default=None,
+                        help="EMBENCH_FFN: the FFN's first GEMM with its GELU as one kernel")
     parser.add_argument("--conv", choices=["fft", "pos", "all", "cl", "off"], default=None,
                         help="EMBENCH_UNFOLD_CONV: the positional conv's route")
     parser.add_argument("--first-layer", choices=["folded", "module"], default=None,
@@ -309,10 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     card = CARDS[args.card]
     card = (args.tflops or card[0], card[1], args.tbs or card[2])
     records, audio_s = record_batch(args.encoder, args.windows, args.precision,
-                                    args.feature_encoder, args.conv, args.first_layer)
+                                    args.feature_encoder, args.conv, args.first_layer,
+                                    args.ffn)
     print(f"{args.encoder}, {args.windows} windows, weights {args.precision}, conv "
           f"{args.conv or 'default'}, first layer {args.first_layer or 'default'}, feature "
-          f"encoder {args.feature_encoder or 'default'}, "
+          f"encoder {args.feature_encoder or 'default'}, FFN {args.ffn or 'default'}, "
           f"torch {torch.__version__}")
     print(render(summarise(records, audio_s, card), args.card, card))
     if args.ops:

@@ -81,7 +81,8 @@ def _forward_with(routes: dict[str, str], dtype: torch.dtype):
     from embench_plugins.mert import MertEncoder
 
     with pytest.MonkeyPatch.context() as env:
-        for variable in ("EMBENCH_UNFOLD_CONV", "EMBENCH_FIRST_LAYER", "EMBENCH_FEATURE_ENCODER"):
+        for variable in ("EMBENCH_UNFOLD_CONV", "EMBENCH_FIRST_LAYER", "EMBENCH_FEATURE_ENCODER",
+                         "EMBENCH_FFN"):
             env.delenv(variable, raising=False)
         for variable, value in routes.items():
             env.setenv(variable, value)

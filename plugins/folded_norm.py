@@ -64,29 +64,40 @@ def folded_conv_groupnorm(x: torch.Tensor, conv: torch.nn.Conv1d,
     with torch.autocast(x.device.type, enabled=False):
         frames = x[:, 0].unfold(-1, kernel, stride)  # [B, F, k], a view
         n_frames = frames.shape[1]
-        # Statistics in float64: a filter nearly orthogonal to the audio (band-limited audio
-        # leaves the top of a 24 kHz band empty) has a variance far below the terms of
-        # w^T Cov w, which float32 would round away; the module gets it from its outputs.
-        stats = frames.double()
-        mean = stats.mean(dim=1)  # [B, k]
-        centred = stats - mean.unsqueeze(1)
-        cov = centred.transpose(1, 2) @ centred / n_frames  # [B, k, k], population
-        w = conv.weight.double()[:, 0, :]  # [C, k]
-        var = torch.einsum("ck,bkj,cj->bc", w, cov, w).clamp(min=0)  # [B, C]
-        scale = torch.rsqrt(var + norm.eps)
-        if norm.affine:
-            scale = scale * norm.weight.double()
-        shift = -(mean @ w.T) * scale  # [B, C]; a conv bias would cancel here
-        if norm.affine:
-            shift = shift + norm.bias.double()
+        filters_k, shift = folded_filters(frames, conv, norm)
         # [B, C, COLUMNS]: the rescaled taps, the shift against a row of ones, then zeros
         filters = x.new_zeros(batch, conv.out_channels, COLUMNS, dtype=torch.float64)
-        filters[:, :, :kernel] = w.unsqueeze(0) * scale.unsqueeze(2)
+        filters[:, :, :kernel] = filters_k
         filters[:, :, kernel] = shift
         taps = x.new_zeros(batch, COLUMNS, n_frames, dtype=out_dtype)
         taps[:, :kernel] = frames.transpose(1, 2)
         taps[:, kernel] = 1
         return torch.bmm(filters.to(out_dtype), taps)  # [B, C, F]
+
+
+def folded_filters(frames: torch.Tensor, conv: torch.nn.Conv1d,
+                   norm: torch.nn.GroupNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-window filters ``[B, C, k]`` and shifts ``[B, C]`` (float64) such that
+    ``norm(conv(x))[b, c, t] = filters[b, c] . frames[b, t] + shift[b, c]``, from the
+    ``[B, F, k]`` frames under the conv's outputs. Shared with ``fused_routes``."""
+    import torch
+
+    # Statistics in float64: a filter nearly orthogonal to the audio (band-limited audio
+    # leaves the top of a 24 kHz band empty) has a variance far below the terms of
+    # w^T Cov w, which float32 would round away; the module gets it from its outputs.
+    stats = frames.double()
+    mean = stats.mean(dim=1)  # [B, k]
+    centred = stats - mean.unsqueeze(1)
+    cov = centred.transpose(1, 2) @ centred / frames.shape[1]  # [B, k, k], population
+    w = conv.weight.double()[:, 0, :]  # [C, k]
+    var = torch.einsum("ck,bkj,cj->bc", w, cov, w).clamp(min=0)  # [B, C]
+    scale = torch.rsqrt(var + norm.eps)
+    if norm.affine:
+        scale = scale * norm.weight.double()
+    shift = -(mean @ w.T) * scale  # [B, C]; a conv bias would cancel here
+    if norm.affine:
+        shift = shift + norm.bias.double()
+    return w.unsqueeze(0) * scale.unsqueeze(2), shift
 
 
 def _folded_forward(layer: torch.nn.Module):

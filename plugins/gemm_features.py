@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 #: First-layer taps padded to this many columns: 16 bf16 values = 32 bytes, aligned rows.
 FIRST_LAYER_COLUMNS = 16
-MODES = ("gemm", "module")
+MODES = ("gemm", "fused", "module")
 DEFAULT_MODE = "module"
 
 
@@ -170,13 +170,18 @@ def features(encoder: torch.nn.Module, wave: torch.Tensor) -> torch.Tensor:
 
 def install(model: torch.nn.Module, mode: str | None = None) -> bool:
     """Route ``model.feature_extractor`` through :func:`features` at inference; returns whether
-    it did. ``mode`` (default ``EMBENCH_FEATURE_ENCODER``, else ``module``): ``gemm`` or
-    ``module`` (leave the model as it is)."""
+    it did. ``mode`` (default ``EMBENCH_FEATURE_ENCODER``, else ``module``): ``gemm``,
+    ``fused`` (:func:`fused_routes.install_features`) or ``module`` (leave the model as it
+    is)."""
 
     mode = mode or os.environ.get("EMBENCH_FEATURE_ENCODER", DEFAULT_MODE)
     if mode not in MODES:
         raise ValueError(f"EMBENCH_FEATURE_ENCODER must be one of {', '.join(MODES)}, "
                          f"not {mode!r}")
+    if mode == "fused":  # the same layout, each layer one Triton kernel with its GELU
+        from embench_plugins import fused_routes
+
+        return fused_routes.install_features(model)
     encoder = getattr(model, "feature_extractor", None)
     if mode == "module" or encoder is None or not supports(encoder):
         return False

@@ -1,0 +1,92 @@
+"""The Triton kernels compute what their operators' reference implementations define, run on
+the CPU in Triton's interpreter (a child process: see ``triton_interpreter_checks.py``).
+
+Skipped where triton is not installed, unless ``EMBENCH_REQUIRE_TRITON=1`` (CI sets it and
+installs triton), which turns a missing triton into a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+if os.environ.get("EMBENCH_REQUIRE_TRITON") != "1":
+    pytest.importorskip("triton")
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Relative L2 error against the fp32 reference on the same rounded inputs: fp32 accumulation
+#: of fp32 inputs lands far under 1e-5; fp16 outputs carry their own rounding (~5e-4).
+TOLERANCE = {"float32": 1e-5, "float16": 2e-3}
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, float]:
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "triton_interpreter_checks.py")],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+CASES = [f"{case} {dtype}" for dtype in TOLERANCE
+         for case in ("conv k3", "conv k2", "linear gelu=True", "linear gelu=False",
+                      "first layer")]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_kernel_matches_its_reference(results, case):
+    error = results[case]
+    assert not math.isnan(error), f"{case}: an output element was never written"
+    assert error < TOLERANCE[case.rsplit(" ", 1)[1]], f"{case}: relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.startswith(("conv", "first"))])
+def test_kernel_leaves_zero_slack_rows(results, case):
+    assert results[f"{case} slack zero"] == 0.0
+
+
+# The same kernels compiled for an H100 (sm_90) by the ptxas that ships with triton: no GPU
+# needed. The JIT specialises pointers and integers divisible by 16 (and integers equal to 1)
+# at launch; the attributes below say the same, for the shapes the routes launch.
+GEMM_ARGS = ["a_ptr", "b_ptr", "bias_ptr", "c_ptr", "M", "N", "lda", "stride_bk", "stride_bn"]
+
+
+def _compile_gemm(kernel: int, width: int, linear: bool, tiles: tuple[int, ...]):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from embench_plugins import triton_kernels
+
+    bm, bn, bk, warps, stages = tiles
+    signature = {name: ("*bf16" if name.endswith("ptr") else "i32") for name in GEMM_ARGS}
+    constants = {"K": kernel * width, "HAS_BIAS": linear, "GELU": True, "BM": bm, "BN": bn,
+                 "BK": bk, "GROUP_M": 8}
+    unit, strided = ("stride_bk", "stride_bn") if linear else ("stride_bn", "stride_bk")
+    constants[unit] = 1
+    signature.update(dict.fromkeys(constants, "constexpr"))
+    aligned = ["a_ptr", "b_ptr", "bias_ptr", "c_ptr", "N", "lda", strided]
+    attrs = {(GEMM_ARGS.index(name),): [["tt.divisibility", 16]] for name in aligned}
+    source = ASTSource(triton_kernels.gemm, signature, constants, attrs)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32),
+                          options={"num_warps": warps, "num_stages": stages})
+
+
+@pytest.mark.parametrize(("kernel", "width", "linear"), [(3, 512, False), (1, 768, True)])
+def test_gemm_compiles_for_hopper_with_wgmma_and_pipelined_loads(kernel, width, linear):
+    """Each autotuned tile shape compiles for sm_90 to warp-group MMAs (``wgmma``) fed by
+    asynchronous copies: the Hopper fast path, not a synchronous load per K step."""
+    from embench_plugins import triton_kernels
+
+    for tiles in triton_kernels.GEMM_TILES:
+        compiled = _compile_gemm(kernel, width, linear, tiles)
+        ptx = compiled.asm["ptx"]
+        assert "wgmma.mma_async" in ptx, tiles
+        assert "cp.async" in ptx, tiles
+        assert compiled.metadata.shared <= 227 * 1024, tiles  # an H100 block's shared memory
