@@ -152,6 +152,8 @@ def main() -> None:
             waves = noise_clips(args.memory_clips, encoder.info.sample_rate, device)
             fast, batch, _ = in_memory(encoder, waves, device, precision)
             fwd = forward_only(encoder, batch, device, precision=precision)
+            for line in getattr(encoder, "route_notes", list)():  # what auto chose, and why
+                print(f"    {name}: {line}", flush=True)
             # one recorded batch gives both the FLOPs (flop_counter's formulas) and the floor
             records, audio_s = record(encoder, 16 if device.type == "cuda" else 1, precision)
             flops = sum(r.flops for r in records) / audio_s
@@ -165,7 +167,7 @@ def main() -> None:
                    f"{floor:,.0f} | {100 * fwd / floor:.0f}% |")
             rows.append(row)
             print(row, flush=True)
-            print(f"E2E {name} {e2e:.0f} conv={os.environ.get('EMBENCH_UNFOLD_CONV', 'fft')}",
+            print(f"E2E {name} {e2e:.0f} conv={os.environ.get('EMBENCH_UNFOLD_CONV', 'auto')}",
                   flush=True)
             encoder.unload()
             del waves
@@ -173,7 +175,7 @@ def main() -> None:
                 torch.cuda.empty_cache()
     print()
     print(f"{card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, "
-          f"EMBENCH_UNFOLD_CONV={os.environ.get('EMBENCH_UNFOLD_CONV', 'fft')}")
+          f"EMBENCH_UNFOLD_CONV={os.environ.get('EMBENCH_UNFOLD_CONV', 'auto')}")
     print("| encoder | precision | end to end audio-s/s | vs seed-style | seed-style | in memory | "
           "forward only | batch (windows) | GFLOP per audio-s | TFLOP/s (e2e) | of bf16 peak "
           "| peak GiB | eager floor | forward / floor |")

@@ -7,23 +7,26 @@ or ``bf16`` (:mod:`embench.precision`) with these sets of kernel routes:
 - ``previous``: the positional conv unfolded for a GEMM (``EMBENCH_UNFOLD_CONV=pos``) and the
   first CNN layer as conv + GroupNorm modules (``EMBENCH_FIRST_LAYER=module``), i.e. what the
   README's H200 table measured;
-- ``default``: the positional conv by FFT and the first layer's GroupNorm folded into its conv
+- ``fft``: the positional conv by FFT and the first layer's GroupNorm folded into its conv
   (:mod:`embench_plugins.fast_conv`, :mod:`embench_plugins.folded_norm`);
-- ``default+gemm``: the same with the whole CNN feature encoder as channels-last GEMMs
+- ``fft+gemm``: the same with the whole CNN feature encoder as channels-last GEMMs
   (``EMBENCH_FEATURE_ENCODER=gemm``, :mod:`embench_plugins.gemm_features`);
-- ``fused-cnn``: the default with each CNN layer one Triton kernel, GELU included
+- ``fused-cnn``: ``fft`` with each CNN layer one Triton kernel, GELU included
   (``EMBENCH_FEATURE_ENCODER=fused``, :mod:`embench_plugins.fused_routes`); the first call of
   each shape family autotunes, inside the warm-up;
 - ``fused``: that plus the FFN's first GEMM and its GELU as one Triton kernel
-  (``EMBENCH_FFN=fused``).
+  (``EMBENCH_FFN=fused``);
+- ``auto``: the defaults, which time the candidates of the positional conv, the CNN and the
+  FFN on the first large batch and keep the fastest that agree
+  (:mod:`embench_plugins.route_choice`); its choices are printed.
 
 Per variant it prints the model's forward alone on a device-resident batch, the in-memory
 extraction path (``embed_group`` on decoded 30 s clips, pooling included), the ratio of each
 against the first variant (autocast with the previous routes), peak GPU memory, and the worst
 per-layer cosine similarity of pooled embeddings against fp32 (a sanity check on random
 weights, not a statement about trained ones). Then end to end from WAV files (``extract``) for
-the default and for the fastest variant, with the extraction's own breakdown of where the main
-thread waited.
+the defaults (``auto``) and for the fastest variant, with the extraction's own breakdown of
+where the main thread waited.
 
 Run: ``python benchmarks/gpu_variants.py`` (about 4 minutes on an H100/H200); ``--quick`` runs
 it on the CPU with tiny counts to check the script.
@@ -48,22 +51,25 @@ from benchmarks.gpu import CLIP_S, end_to_end, forward_only, in_memory, noise_cl
 ROUTES = {
     "previous": {"EMBENCH_UNFOLD_CONV": "pos", "EMBENCH_FIRST_LAYER": "module",
                  "EMBENCH_FEATURE_ENCODER": "module", "EMBENCH_FFN": "module"},
-    "default": {"EMBENCH_UNFOLD_CONV": "fft", "EMBENCH_FIRST_LAYER": "folded",
-                "EMBENCH_FEATURE_ENCODER": "module", "EMBENCH_FFN": "module"},
-    "default+gemm": {"EMBENCH_UNFOLD_CONV": "fft", "EMBENCH_FIRST_LAYER": "folded",
-                     "EMBENCH_FEATURE_ENCODER": "gemm", "EMBENCH_FFN": "module"},
+    "fft": {"EMBENCH_UNFOLD_CONV": "fft", "EMBENCH_FIRST_LAYER": "folded",
+            "EMBENCH_FEATURE_ENCODER": "module", "EMBENCH_FFN": "module"},
+    "fft+gemm": {"EMBENCH_UNFOLD_CONV": "fft", "EMBENCH_FIRST_LAYER": "folded",
+                 "EMBENCH_FEATURE_ENCODER": "gemm", "EMBENCH_FFN": "module"},
     "fused-cnn": {"EMBENCH_UNFOLD_CONV": "fft", "EMBENCH_FIRST_LAYER": "folded",
                   "EMBENCH_FEATURE_ENCODER": "fused", "EMBENCH_FFN": "module"},
     "fused": {"EMBENCH_UNFOLD_CONV": "fft", "EMBENCH_FIRST_LAYER": "folded",
               "EMBENCH_FEATURE_ENCODER": "fused", "EMBENCH_FFN": "fused"},
+    "auto": {"EMBENCH_UNFOLD_CONV": "auto", "EMBENCH_FIRST_LAYER": "folded",
+             "EMBENCH_FEATURE_ENCODER": "auto", "EMBENCH_FFN": "auto"},
 }
 VARIANTS = [  # (precision, routes); the first is the baseline of every ratio
     ("bf16-autocast", "previous"),
     ("bf16", "previous"),
-    ("bf16", "default"),
-    ("bf16", "default+gemm"),
+    ("bf16", "fft"),
+    ("bf16", "fft+gemm"),
     ("bf16", "fused-cnn"),
     ("bf16", "fused"),
+    ("bf16", "auto"),
 ]
 
 
@@ -127,9 +133,11 @@ def main() -> None:
                        f"{worst_cosine(pooled, reference):.5f} |")
                 rows.append(row)
                 print(row, flush=True)
+                for line in encoder.route_notes():
+                    print(f"    {line}", flush=True)
                 encoder.unload()
             best = max(results, key=lambda v: results[v][1])
-            for precision, routes in dict.fromkeys([("bf16", "default"), best]):
+            for precision, routes in dict.fromkeys([("bf16", "auto"), best]):
                 encoder = _load(name, precision, routes, device)
                 label = f"{name}-{precision}-{routes}"  # own caches: a warm-up that found
                 # its clips cached would warm nothing
@@ -150,7 +158,7 @@ def main() -> None:
           "audio-s/s | vs autocast+previous | batch | peak GiB | worst cosine vs fp32 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
-    for variable in ROUTES["default"]:
+    for variable in ROUTES["auto"]:
         os.environ.pop(variable, None)
 
 

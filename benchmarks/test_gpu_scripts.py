@@ -15,7 +15,7 @@ HERE = Path(__file__).resolve().parent
 
 SCRIPTS = {  # script: (arguments, a line its last table must contain)
     "gpu.py": (["--encoders", "mert-v1-95m"], "| mert-v1-95m | fp32 |"),
-    "gpu_variants.py": (["--encoders", "mert-v1-95m"], "| mert-v1-95m | bf16 | default+gemm |"),
+    "gpu_variants.py": (["--encoders", "mert-v1-95m"], "| mert-v1-95m | bf16 | auto |"),
     "gpu_e2e.py": ([], "steady state"),
     "gpu_profile.py": ([], "decode threads=1"),
 }
@@ -26,7 +26,8 @@ SCRIPTS = {  # script: (arguments, a line its last table must contain)
 def test_gpu_script_runs_quick_on_the_cpu(script, tmp_path):
     args, expected = SCRIPTS[script]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path)}
-    for variable in ("EMBENCH_FEATURE_ENCODER", "EMBENCH_UNFOLD_CONV", "EMBENCH_FIRST_LAYER"):
+    for variable in ("EMBENCH_FEATURE_ENCODER", "EMBENCH_UNFOLD_CONV", "EMBENCH_FIRST_LAYER",
+                     "EMBENCH_FFN"):
         env.pop(variable, None)
     done = subprocess.run([sys.executable, str(HERE / script), "--quick", *args],
                           capture_output=True, text=True, env=env, timeout=900,

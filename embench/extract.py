@@ -345,4 +345,7 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
             watch.timed("waiting for cache writes", fut.result)
     if len(todo) > len(skipped):  # every clip not skipped was embedded and stored
         s.log(watch.summary(info.name, len(todo) - len(skipped), bar.audio_seconds))
+    route_notes = getattr(encoder, "route_notes", None)  # optional: see CONTRIBUTING.md
+    for line in route_notes() if callable(route_notes) else []:
+        s.log(f"{info.name}: {line}")
     return skipped

@@ -7,8 +7,10 @@ a 200 ms forward pass for 256 five-second windows, for under 1% of the model's F
 batched GEMM" (:func:`unfold_conv1d`), the same arithmetic runs on the tensor cores at GEMM
 speed (forward 6,210 -> 7,517 audio-s/s on that H200), but the gather writes and reads 128
 copies of the input: by ``benchmarks/roofline.py``'s count the most bytes any part of MERT-95M
-moves, a floor of 17 us per audio-second on an H100. By FFT (:func:`fft_conv1d`, the default
-since) the same convolution moves a few copies of its input and runs in fp32.
+moves, a floor of 17 us per audio-second on an H100. By FFT (:func:`fft_conv1d`) the same
+convolution moves a few copies of its input and runs in fp32: the route the CPU takes, and one
+of the three (with the unfold and cuDNN's) that ``auto``, the default, times on CUDA
+(:mod:`embench_plugins.route_choice`).
 
 Only inference takes these paths (no gradient); training keeps the module's own ``forward``, so
 fine-tuning is untouched. Results equal ``F.conv1d`` to float rounding (tested). The parameters
@@ -209,18 +211,22 @@ def cached_fft(conv: torch.nn.Conv1d) -> Callable:
 
 
 #: ``EMBENCH_UNFOLD_CONV`` values: what the positional conv and the CNN convolutions run as.
-MODES = ("fft", "pos", "all", "cl", "off")
+MODES = ("auto", "fft", "pos", "all", "cl", "off")
 
 
 def install(model: torch.nn.Module, which: str | None = None) -> list[str]:
-    """At inference, route the positional convolution through :func:`fft_conv1d` (``"fft"``,
-    the default) or :func:`unfold_conv1d` (``"pos"``); ``"all"`` unfolds the CNN feature
-    encoder's convolutions as well, ``"cl"`` runs those through :func:`channels_last_conv1d`
-    (both with the unfolded positional conv). ``EMBENCH_UNFOLD_CONV`` (one of :data:`MODES`)
-    overrides the default. Returns the names of the wrapped modules."""
+    """At inference, route the positional convolution through :func:`fft_conv1d` (``"fft"``)
+    or :func:`unfold_conv1d` (``"pos"``), or (``"auto"``, the default) through whichever of
+    those and the module's own conv :class:`route_choice.RouteChoice` times fastest on CUDA
+    (FFT elsewhere); ``"all"`` unfolds the CNN feature encoder's convolutions as well, ``"cl"``
+    runs those through :func:`channels_last_conv1d` (both with the unfolded positional conv).
+    ``EMBENCH_UNFOLD_CONV`` (one of :data:`MODES`) overrides the default. Returns the names of
+    the wrapped modules."""
     import torch
 
-    which = which or os.environ.get("EMBENCH_UNFOLD_CONV", "fft")
+    from embench_plugins import route_choice
+
+    which = which or os.environ.get("EMBENCH_UNFOLD_CONV", "auto")
     if which == "off":
         return []
     if which not in MODES:
@@ -230,6 +236,16 @@ def install(model: torch.nn.Module, which: str | None = None) -> list[str]:
         if not isinstance(module, torch.nn.Conv1d):
             continue
         if "pos_conv_embed" in name:
+            if which == "auto" and module.stride[0] == 1:
+                if getattr(module.forward, "embench_unfold", False):
+                    continue  # installed already
+                choice = route_choice.attach(model, route_choice.RouteChoice(
+                    "positional conv", {"fft": _conv_call(module, cached_fft(module)),
+                                        "pos": _conv_call(module, unfold_conv1d),
+                                        "module": module.forward}, "fft"))
+                if wrap_inference(module, choice, "embench_unfold"):
+                    wrapped.append(name)
+                continue
             use_fft = which == "fft" and module.stride[0] == 1
             how = cached_fft(module) if use_fft else unfold_conv1d
         elif which in ("all", "cl"):

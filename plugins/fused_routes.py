@@ -1,14 +1,14 @@
 """Inference routes of wav2vec2-style encoders through the fused operators of
 :mod:`embench_plugins.fused_ops`: every activation applied before the single store.
 
-- **The CNN feature encoder** (``EMBENCH_FEATURE_ENCODER=fused``): the first layer's GroupNorm
-  folded into per-window filters (:func:`folded_norm.folded_filters`) and applied, with its
-  GELU, by one kernel reading the taps straight from the waveform; each later layer (kernel 3
-  or 2, stride 2) one GEMM over a channels-last buffer whose A operand rows overlap, GELU in
-  the epilogue. By ``benchmarks/roofline.py``'s count this drops the seven GELU passes (19.5 MB
-  per audio-second of MERT-95M) and the first layer's taps copy.
-- **The transformer's feed-forward** (``EMBENCH_FFN=fused``): ``intermediate_dense`` and its
-  GELU as one GEMM (11 MB per audio-second fewer); ``output_dense`` stays a plain Linear.
+- **The CNN feature encoder** (``EMBENCH_FEATURE_ENCODER=fused`` forces it): the first
+  layer's GroupNorm folded into per-window filters (:func:`folded_norm.folded_filters`) and
+  applied, with its GELU, by one kernel reading the taps straight from the waveform; each later
+  layer (kernel 3 or 2, stride 2) one GEMM over a channels-last buffer whose A operand rows
+  overlap, GELU in the epilogue. By ``benchmarks/roofline.py``'s count this drops the seven
+  GELU passes (19.5 MB per audio-second of MERT-95M) and the first layer's taps copy.
+- **The transformer's feed-forward** (``EMBENCH_FFN=fused`` forces it): ``intermediate_dense``
+  and its GELU as one GEMM (11 MB per audio-second fewer); ``output_dense`` stays a Linear.
 
 On CUDA in bf16/fp16 the operators run Triton kernels; on the CPU and in fp32 they run their
 reference implementations, so the routes give the module's result to float rounding on any
@@ -18,7 +18,9 @@ per-channel GroupNorm first layer with one input channel, later layers without n
 padding. Others keep their modules (MERT-330M's LayerNorm CNN: ``gemm_features`` handles it).
 
 Only inference takes these routes (``fast_conv.wrap_inference``); fine-tuning keeps the
-modules. Off by default until timed on a GPU (``benchmarks/gpu_variants.py`` times them).
+modules. Not forced by default, since no GPU has timed them yet: ``auto`` (the default) times
+them on CUDA against the modules and takes them where they are faster and agree
+(:mod:`embench_plugins.route_choice`); ``benchmarks/gpu_variants.py`` times each route.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from embench_plugins.folded_norm import COLUMNS, foldable, folded_filters
 if TYPE_CHECKING:
     import torch
 
-FFN_MODES = ("module", "fused")
+    from embench_plugins import route_choice
+
+FFN_MODES = ("auto", "module", "fused")
 #: Zero rows after each channels-last buffer: a conv's last output row reads ``kernel -
 #: stride`` rows past its window's block (a junk row: never a valid output).
 SLACK = 8
@@ -82,14 +86,21 @@ class _WeightCache:
         self.value: torch.Tensor | None = None
 
     def get(self, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        import torch
+
+        if torch.compiler.is_compiling():  # a graph computes it; the lookup would break it
+            return _gemm_operand(weight, dtype)
         version = None if weight.is_inference() else weight._version
         key = (weight.data_ptr(), weight.dtype, version, dtype)
         if key != self.key:
-            out_ch, in_ch, kernel = weight.shape
-            self.value = weight.permute(2, 1, 0).reshape(kernel * in_ch, out_ch).to(
-                dtype).contiguous()
-            self.key = key
+            self.value, self.key = _gemm_operand(weight, dtype), key
         return self.value
+
+
+def _gemm_operand(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    out_channels, in_channels, kernel = weight.shape
+    return weight.permute(2, 1, 0).reshape(kernel * in_channels, out_channels).to(
+        dtype).contiguous()
 
 
 def features(encoder: torch.nn.Module, wave: torch.Tensor,
@@ -110,7 +121,7 @@ def features(encoder: torch.nn.Module, wave: torch.Tensor,
     valid = (samples - kernel) // stride + 1
     if valid < 1:
         raise ValueError(f"{samples} samples are shorter than the first conv's kernel")
-    later = math.prod(c.stride[0] for c in convs[1:])
+    later = math.prod([c.stride[0] for c in convs[1:]])  # a list: dynamo can't trace a genexpr
     rows = -(-valid // later) * later  # every later layer's rows divide exactly
     with torch.autocast(wave.device.type, enabled=False):
         filters_k, shift = folded_filters(wave.unfold(-1, kernel, stride), first,
@@ -138,9 +149,14 @@ def install_features(model: torch.nn.Module) -> bool:
     encoder = getattr(model, "feature_extractor", None)
     if encoder is None or not supports_features(encoder):
         return False
-    caches = [_WeightCache() for _ in encoder.conv_layers]
+    caches = weight_caches(encoder)
     wrap_inference(encoder, lambda wave: features(encoder, wave, caches), "embench_fused")
     return True
+
+
+def weight_caches(encoder: torch.nn.Module) -> list[_WeightCache]:
+    """One GEMM-operand cache per conv layer of ``encoder``, for :func:`features`."""
+    return [_WeightCache() for _ in encoder.conv_layers]
 
 
 def feed_forward(ff: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
@@ -164,18 +180,38 @@ def feed_forward(ff: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
 
 def install_ffn(model: torch.nn.Module, mode: str | None = None) -> list[str]:
     """Route every feed-forward block with an exact GELU through :func:`feed_forward` at
-    inference. ``EMBENCH_FFN`` (one of :data:`FFN_MODES`, default ``module``) overrides
-    ``mode``; returns the names of the wrapped blocks."""
+    inference (``fused``), or (``auto``, the default) through whichever of that and the
+    module one :class:`route_choice.RouteChoice`, shared by all blocks, times fastest on CUDA
+    (the module elsewhere). ``EMBENCH_FFN`` (one of :data:`FFN_MODES`) overrides ``mode``;
+    returns the names of the wrapped blocks."""
+    from embench_plugins import route_choice
+
     mode = mode or os.environ.get("EMBENCH_FFN", FFN_MODES[0])
     if mode not in FFN_MODES:
         raise ValueError(f"EMBENCH_FFN must be one of {', '.join(FFN_MODES)}, not {mode!r}")
     if mode == "module":
         return []
+    choice = None
+    if mode == "auto":  # candidates take (hidden, block, the block's own forward)
+        choice = route_choice.RouteChoice(
+            "FFN first Linear + GELU",
+            {"module": lambda h, block, own: own(h),
+             "fused": lambda h, block, own: feed_forward(block, h)}, "module")
     wrapped = []
     for name, module in model.named_modules():
         if not (all(hasattr(module, a) for a in FEED_FORWARD_PARTS)
                 and exact_gelu(getattr(module, "intermediate_act_fn", None))):
             continue
-        if wrap_inference(module, lambda h, m=module: feed_forward(m, h), "embench_fused_ffn"):
+        if wrap_inference(module, _ffn_route(module, choice), "embench_fused_ffn"):
             wrapped.append(name)
+    if choice is not None and wrapped:
+        route_choice.attach(model, choice)
     return wrapped
+
+
+def _ffn_route(block: torch.nn.Module, choice: route_choice.RouteChoice | None):
+    """The inference forward of one feed-forward ``block``: fused, or ``choice``'s pick."""
+    if choice is None:
+        return lambda h: feed_forward(block, h)
+    own = block.forward
+    return lambda h: choice(h, block, own)

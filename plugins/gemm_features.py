@@ -22,10 +22,11 @@ about three times the raw audio, small next to its 512-channel output.
 Only inference takes this path (no gradient); fine-tuning keeps the module's own ``forward``.
 Parameters and ``state_dict`` are untouched. fp32 results equal the module's to float rounding
 (tested); in bf16 the GEMMs accumulate in fp32 and the GroupNorm statistics are fp32 sums.
-Not the default yet: it has not been timed on a GPU, and the CPU gains nothing (MERT-95M's
+Not fixed as the route: it has not been timed on a GPU, and the CPU gains nothing (MERT-95M's
 feature encoder alone on 2 cores, 5 s windows in pairs: 26-28 audio-s/s this way against 32-37
-through oneDNN with bf16 weights, 13-16 against 16-17 in fp32).
-``EMBENCH_FEATURE_ENCODER=gemm`` turns it on; ``benchmarks/gpu_variants.py`` times both.
+through oneDNN with bf16 weights, 13-16 against 16-17 in fp32). ``EMBENCH_FEATURE_ENCODER=gemm``
+forces it; ``auto`` (the default) times it on CUDA against the module and the fused route
+(:mod:`embench_plugins.route_choice`); ``benchmarks/gpu_variants.py`` times each.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ if TYPE_CHECKING:
 
 #: First-layer taps padded to this many columns: 16 bf16 values = 32 bytes, aligned rows.
 FIRST_LAYER_COLUMNS = 16
-MODES = ("gemm", "fused", "module")
-DEFAULT_MODE = "module"
+MODES = ("auto", "gemm", "fused", "module")
+DEFAULT_MODE = "auto"
 
 
 def _conv_rows(frames: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -142,7 +143,8 @@ def features(encoder: torch.nn.Module, wave: torch.Tensor) -> torch.Tensor:
     layers = list(encoder.conv_layers)
     convs = [layer.conv for layer in layers]
     dtype = compute_dtype(wave, convs[0].weight.dtype)
-    later = math.prod(c.stride[0] for c in convs[1:])  # every later view needs P % stride == 0
+    # every later view needs P % stride == 0 (a list: dynamo cannot trace a generator here)
+    later = math.prod([c.stride[0] for c in convs[1:]])
     valid = (wave.shape[1] - convs[0].kernel_size[0]) // convs[0].stride[0] + 1
     if valid < 1:
         raise ValueError(f"{wave.shape[1]} samples are shorter than the first conv's kernel")
@@ -170,20 +172,32 @@ def features(encoder: torch.nn.Module, wave: torch.Tensor) -> torch.Tensor:
 
 def install(model: torch.nn.Module, mode: str | None = None) -> bool:
     """Route ``model.feature_extractor`` through :func:`features` at inference; returns whether
-    it did. ``mode`` (default ``EMBENCH_FEATURE_ENCODER``, else ``module``): ``gemm``,
-    ``fused`` (:func:`fused_routes.install_features`) or ``module`` (leave the model as it
-    is)."""
+    it did. ``mode`` (default ``EMBENCH_FEATURE_ENCODER``, else ``auto``): ``gemm``, ``fused``
+    (:func:`fused_routes.install_features`), ``module`` (leave the model as it is) or ``auto``:
+    whichever of the module, ``gemm`` and ``fused`` a :class:`route_choice.RouteChoice` times
+    fastest on CUDA (the module elsewhere)."""
+    from embench_plugins import fused_routes, route_choice
 
     mode = mode or os.environ.get("EMBENCH_FEATURE_ENCODER", DEFAULT_MODE)
     if mode not in MODES:
         raise ValueError(f"EMBENCH_FEATURE_ENCODER must be one of {', '.join(MODES)}, "
                          f"not {mode!r}")
     if mode == "fused":  # the same layout, each layer one Triton kernel with its GELU
-        from embench_plugins import fused_routes
-
         return fused_routes.install_features(model)
     encoder = getattr(model, "feature_extractor", None)
     if mode == "module" or encoder is None or not supports(encoder):
         return False
-    wrap_inference(encoder, lambda wave: features(encoder, wave), "embench_gemm")
+    if mode == "gemm":
+        wrap_inference(encoder, lambda wave: features(encoder, wave), "embench_gemm")
+        return True
+    if getattr(encoder.forward, "embench_gemm", False):
+        return True  # installed already
+    own = encoder.forward
+    candidates = {"module": lambda wave: own(wave),
+                  "gemm": lambda wave: features(encoder, wave)}
+    if fused_routes.supports_features(encoder):
+        caches = fused_routes.weight_caches(encoder)
+        candidates["fused"] = lambda wave: fused_routes.features(encoder, wave, caches)
+    choice = route_choice.RouteChoice("CNN feature encoder", candidates, "module")
+    wrap_inference(encoder, route_choice.attach(model, choice), "embench_gemm")
     return True

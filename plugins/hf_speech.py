@@ -252,9 +252,16 @@ class HFFrameEncoder(Encoder):
 
         fast_conv.install(self.model)  # cuDNN's grouped positional conv is slow
         folded_norm.install(self.model)  # first conv + GroupNorm as one matmul
-        gemm_features.install(self.model)  # off unless EMBENCH_FEATURE_ENCODER=gemm|fused
-        fused_routes.install_ffn(self.model)  # off unless EMBENCH_FFN=fused
+        gemm_features.install(self.model)  # auto: timed on CUDA, the module elsewhere
+        fused_routes.install_ffn(self.model)  # auto: timed on CUDA, the module elsewhere
         self.device, self.weights = device, weights
+
+    def route_notes(self) -> list[str]:
+        """Which inference route each ``auto`` part of the model chose, and the times behind
+        it (:mod:`embench_plugins.route_choice`); extraction logs these."""
+        from embench_plugins import route_choice
+
+        return route_choice.notes_of(self.model)
 
     def cast_weights(self, dtype: torch.dtype) -> None:
         """bf16 weights for frozen extraction (``--precision bf16``, CUDA's default)."""

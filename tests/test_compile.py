@@ -1,5 +1,6 @@
 """``--compile`` on a real model: torch.compile traces the inference routes (FFT positional conv,
-folded first layer) without a graph break of their own and changes no result."""
+folded first layer, the ``auto`` route choices, the fused operators) without a graph break of
+their own and changes no result."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from tests.test_mert import TINY
 
 
 @pytest.mark.slow
-def test_compiled_forward_equals_eager_without_our_graph_breaks():
+@pytest.mark.parametrize("routes", [{}, {"EMBENCH_FEATURE_ENCODER": "fused",
+                                         "EMBENCH_FFN": "fused"}])
+def test_compiled_forward_equals_eager_without_our_graph_breaks(routes, monkeypatch):
+    for variable, value in routes.items():
+        monkeypatch.setenv(variable, value)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     encoder = MertEncoder("mert-v1-95m", config=HubertConfig(**TINY))

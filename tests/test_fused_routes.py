@@ -174,7 +174,7 @@ def test_models_the_kernels_do_not_describe_keep_their_modules(monkeypatch):
         assert gemm_features.install(wav2vec2, "fused")
         torch.testing.assert_close(wav2vec2.feature_extractor(x), ref, rtol=1e-4, atol=1e-4)
     monkeypatch.setenv("EMBENCH_FFN", "triton")
-    with pytest.raises(ValueError, match="EMBENCH_FFN must be one of module, fused"):
+    with pytest.raises(ValueError, match="EMBENCH_FFN must be one of auto, module, fused"):
         fused_routes.install_ffn(_hubert())
     with pytest.raises(ValueError, match="shorter than the first conv"):
         fused_routes.features(_hubert().feature_extractor, torch.zeros(1, 5))

@@ -106,7 +106,7 @@ def test_module_mode_and_unsupported_layers_leave_the_model_alone(monkeypatch):
 def test_bad_mode_and_short_input_say_what_is_wrong(monkeypatch):
     monkeypatch.setenv("EMBENCH_FEATURE_ENCODER", "fast")
     with pytest.raises(ValueError,
-                       match="EMBENCH_FEATURE_ENCODER must be one of gemm, fused, module"):
+                       match="EMBENCH_FEATURE_ENCODER must be one of auto, gemm, fused, module"):
         gemm_features.install(_hubert())
     with pytest.raises(ValueError, match="shorter than the first conv"):
         gemm_features.features(_hubert().feature_extractor, torch.zeros(1, 5))
