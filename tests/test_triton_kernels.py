@@ -90,3 +90,23 @@ def test_gemm_compiles_for_hopper_with_wgmma_and_pipelined_loads(kernel, width, 
         assert "wgmma.mma_async" in ptx, tiles
         assert "cp.async" in ptx, tiles
         assert compiled.metadata.shared <= 227 * 1024, tiles  # an H100 block's shared memory
+
+
+def test_first_layer_kernel_compiles_for_hopper_with_wgmma():
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from embench_plugins import triton_kernels
+
+    args = ["wave_ptr", "filt_ptr", "shift_ptr", "out_ptr", "samples", "rows", "C"]
+    for bt, bc, warps in triton_kernels.FIRST_TILES:
+        signature = {"wave_ptr": "*bf16", "filt_ptr": "*bf16", "shift_ptr": "*fp32",
+                     "out_ptr": "*bf16", "samples": "i32", "rows": "i32", "C": "i32"}
+        constants = {"STRIDE": 5, "TAPS": 16, "GELU": True, "BT": bt, "BC": bc}
+        signature.update(dict.fromkeys(constants, "constexpr"))
+        attrs = {(args.index(name),): [["tt.divisibility", 16]]
+                 for name in ("wave_ptr", "filt_ptr", "shift_ptr", "out_ptr", "C")}
+        compiled = triton.compile(ASTSource(triton_kernels.first, signature, constants, attrs),
+                                  target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+        assert "wgmma.mma_async" in compiled.asm["ptx"], (bt, bc, warps)
