@@ -152,7 +152,7 @@ class EmbeddingCache:
             host, _, pid = owner.rpartition("-")  # no host: written before hosts were recorded
             if host and host != _host_tag():
                 continue  # another node's write, perhaps in progress
-            if not pid.isdigit() or not _pid_alive(int(pid)):
+            if not pid.isdigit() or not pid_alive(int(pid)):
                 tmp.unlink(missing_ok=True)
 
     def write_shard(self, clips: dict[str, tuple[float, list[np.ndarray]]]) -> Path:
@@ -183,13 +183,17 @@ class EmbeddingCache:
         return path
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists: temporary files named after a dead writer are litter.
+    Shared with the toy task's dataset generation."""
     if pid == os.getpid():
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # exists, owned by someone else
         return True
+    except OverflowError:  # not a pid at all
+        return False
     return True

@@ -31,6 +31,7 @@ from embench import (
     TaskInfo,
     hookimpl,
 )
+from embench.cache import pid_alive
 
 from . import toy_synth
 from .toy_captioning import evaluate_nearest_neighbour
@@ -54,20 +55,6 @@ def split_of(index: int, n_clips: int, n_classes: int) -> str:
 
 
 # -- generation on disk ------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OverflowError:  # not a pid at all
-        return False
-    return True
-
-
 def _complete(root: Path) -> bool:
     """A dataset directory is trusted only if its metadata lists files that all exist."""
     try:
@@ -80,7 +67,7 @@ def _complete(root: Path) -> bool:
 def _remove_dead_temporaries(root: Path) -> None:
     for tmp in root.parent.glob(f".{root.name}{_TMP_MARK}*"):
         pid = tmp.name[len(f".{root.name}{_TMP_MARK}") :].split("-")[0]
-        if not pid.isdigit() or not _pid_alive(int(pid)):
+        if not pid.isdigit() or not pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
