@@ -78,36 +78,39 @@ def noise_clips(n: int, sample_rate: int, device: torch.device) -> list[torch.Te
     return [w.pin_memory() for w in waves] if device.type == "cuda" else waves
 
 
-def in_memory(encoder, waves, device, precision: str | None = None):
+def in_memory(encoder, waves, device, precision: str | None = None, forward=None):
     """audio-s/s of ``embed_group`` over decoded ``waves``, the batch size ``auto`` chose, and
-    the pooled embeddings of the first four clips (the warm-up)."""
+    the pooled embeddings of the first four clips (the warm-up). ``forward``: the encoder's
+    by default (a compiled one, say)."""
     from embench.batching import BatchSizer
     from embench.extract import embed_group
 
     sizer = BatchSizer("auto", device, log=lambda m: None, precision=precision)
-    first = embed_group(encoder, waves[:4], 1.0, sizer).wait()  # warm-up + batch-size probe
+    first = embed_group(encoder, waves[:4], 1.0, sizer, forward).wait()  # warm-up + probe
+    embed_group(encoder, waves[:64], 1.0, sizer, forward).wait()  # the loop's shapes, warm
     _sync(device)
     start = time.perf_counter()
     for i in range(0, len(waves), 64):
-        embed_group(encoder, waves[i:i + 64], 1.0, sizer).wait()
+        embed_group(encoder, waves[i:i + 64], 1.0, sizer, forward).wait()
     _sync(device)
     return len(waves) * CLIP_S / (time.perf_counter() - start), sizer.size, first
 
 
 def forward_only(encoder, batch: int, device, repeats: int = 5,
-                 precision: str | None = None) -> float:
+                 precision: str | None = None, forward=None) -> float:
     from embench import precision as precisions
 
+    forward = forward or encoder.forward
     info = encoder.info
     window_s = info.window_s or CLIP_S
     x = 0.1 * torch.randn(batch, int(window_s * info.sample_rate), device=device)
     context = precisions.context(precision or precisions.default_for(device), device)
     with torch.inference_mode(), context:
-        encoder.forward(x)
+        forward(x)
         _sync(device)
         start = time.perf_counter()
         for _ in range(repeats):
-            encoder.forward(x)
+            forward(x)
         _sync(device)
     return repeats * batch * window_s / (time.perf_counter() - start)
 

@@ -28,8 +28,11 @@ weights, not a statement about trained ones). Then end to end from WAV files (``
 the defaults (``auto``) and for the fastest variant, with the extraction's own breakdown of
 where the main thread waited.
 
-Run: ``python benchmarks/gpu_variants.py`` (about 4 minutes on an H100/H200); ``--quick`` runs
-it on the CPU with tiny counts to check the script.
+``--compile`` adds ``fused`` under ``torch.compile`` for the first encoder: the fused kernels
+are opaque operators there, and Inductor fuses what is left (residual adds into LayerNorms).
+
+Run: ``python benchmarks/gpu_variants.py`` (about 4 minutes on an H100/H200; ``--compile`` a
+few more); ``--quick`` runs it on the CPU with tiny counts to check the script.
 """
 
 from __future__ import annotations
@@ -100,6 +103,9 @@ def main() -> None:
     parser.add_argument("--memory-clips", type=int, default=128)
     parser.add_argument("--files", type=int, default=512, help="30 s WAV files, end to end")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    parser.add_argument("--compile", action="store_true",
+                        help="also time bf16 + fused routes under torch.compile (the first "
+                             "encoder only; compiling costs a minute or two per batch shape)")
     parser.add_argument("--quick", action="store_true", help="CPU, tiny counts: check the script")
     args = parser.parse_args()
     reps = 5
@@ -112,22 +118,26 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         files = write_wavs(Path(tmp), args.files, CLIP_S, prefix="f").clips
-        for name in args.encoders.split(","):
+        for index, name in enumerate(args.encoders.split(",")):
             reference_encoder = _load(name, "fp32", "previous", device)
             waves = noise_clips(args.memory_clips, reference_encoder.info.sample_rate, device)
             _, _, reference = in_memory(reference_encoder, waves[:4], device, "fp32")
             reference_encoder.unload()
             results = {}
-            for precision, routes in VARIANTS:
+            compiled = [("bf16", "fused", True)] if args.compile and index == 0 else []
+            for precision, routes, *compile_ in [*VARIANTS, *compiled]:
                 encoder = _load(name, precision, routes, device)
+                forward = torch.compile(encoder.forward, dynamic=False) if compile_ else None
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
-                fwd = forward_only(encoder, args.batch, device, reps, precision)
-                mem_rate, batch, pooled = in_memory(encoder, waves, device, precision)
+                fwd = forward_only(encoder, args.batch, device, reps, precision, forward)
+                mem_rate, batch, pooled = in_memory(encoder, waves, device, precision, forward)
                 peak = (torch.cuda.max_memory_allocated(device) / 2**30
                         if device.type == "cuda" else 0.0)
-                results[(precision, routes)] = (fwd, mem_rate)
+                if not compile_:  # a compiled run is not a candidate for the end-to-end runs
+                    results[(precision, routes)] = (fwd, mem_rate)
                 base_fwd, base_mem = results[VARIANTS[0]]
+                routes = routes + ("+compile" if compile_ else "")
                 row = (f"| {name} | {precision} | {routes} | {fwd:,.0f} | {fwd / base_fwd:.2f}x | "
                        f"{mem_rate:,.0f} | {mem_rate / base_mem:.2f}x | {batch} | {peak:.1f} | "
                        f"{worst_cosine(pooled, reference):.5f} |")
