@@ -80,8 +80,10 @@ def noise_clips(n: int, sample_rate: int, device: torch.device) -> list[torch.Te
 
 def in_memory(encoder, waves, device, precision: str | None = None, forward=None):
     """audio-s/s of ``embed_group`` over decoded ``waves``, the batch size ``auto`` chose, and
-    the pooled embeddings of the first four clips (the warm-up). ``forward``: the encoder's
-    by default (a compiled one, say)."""
+    the pooled embeddings of the first four clips (the warm-up). A second warm-up pass over the
+    first 64 clips meets the loop's batch shapes first, so that their one-off costs (cuDNN
+    plans, Triton autotuning, ``auto`` route timing, compiles) stay out of the rate; the
+    end-to-end runs include them. ``forward``: the encoder's by default (a compiled one)."""
     from embench.batching import BatchSizer
     from embench.extract import embed_group
 

@@ -53,6 +53,9 @@ class ResultFile:
             ("platform", prov.platform), ("device", prov.device), ("started", prov.started_at),
             ("finished", prov.finished_at), ("command", " ".join(prov.command_line) or None),
             ("environment", " ".join(f"{k}={v}" for k, v in prov.environment.items()) or None),
+            ("kernel routes", "; ".join(f"{encoder}: {line}"
+                                        for encoder, lines in prov.kernel_routes.items()
+                                        for line in lines) or None),
         ]
         return [(name, value) for name, value in facts if value]
 

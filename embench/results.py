@@ -56,6 +56,10 @@ class Provenance(_Model):
     #: ``EMBENCH_FIRST_LAYER``, ``EMBENCH_FEATURE_ENCODER``) change embeddings at float rounding
     #: level without changing the cache key, so a reader must see them.
     environment: dict[str, str] = Field(default_factory=dict)
+    #: Per encoder, the kernel routes it chose at run time and why (an encoder's optional
+    #: ``route_notes()``: ``auto`` routes timed on CUDA); empty when nothing was chosen, e.g. on
+    #: the CPU or when every embedding came from the cache.
+    kernel_routes: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class Preprocessing(_Model):

@@ -161,12 +161,22 @@ def _run_pairs(spec: RunSpec, result: RunResult, save: Callable[[], None], encod
             except Exception as exc:
                 _record_failure(result, encoder.name, task.name, protocols[task.name], exc, log)
             save()
+        _record_routes(result, encoder)
         if encoder.loaded:
             encoder.unload()
             if device.type == "cuda":
                 import torch
 
                 torch.cuda.empty_cache()
+
+
+def _record_routes(result: RunResult, encoder) -> None:
+    """Keep what the encoder's ``auto`` kernel routes chose (optional ``route_notes()``)."""
+    notes = getattr(encoder, "route_notes", None)
+    lines = notes() if callable(notes) and encoder.loaded else []
+    if lines:
+        known = result.provenance.kernel_routes.setdefault(encoder.name, [])
+        known.extend(line for line in lines if line not in known)
 
 
 def _record_failure(result: RunResult, encoder: str, task: str, protocol: str,

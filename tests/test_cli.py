@@ -104,9 +104,11 @@ def test_failing_pair_is_recorded_and_others_still_run(tmp_path, capsys, fake_pl
     assert "1 pair(s) failed" in capsys.readouterr().err
 
 
-def test_result_json_has_provenance_and_summary(tmp_path, fake_plugin, monkeypatch):
+def test_result_json_has_provenance_and_summary(tmp_path, fake_plugin, monkeypatch, capsys):
     monkeypatch.setenv("EMBENCH_UNFOLD_CONV", "pos")  # a kernel route: recorded
     monkeypatch.setenv("NOT_EMBENCH", "x")  # anything else: not
+    note = "CNN feature encoder: fused for 8 x [16000] bfloat16 (fused 1.00 ms, module 2.00 ms)"
+    monkeypatch.setattr(SpectralEncoder, "route_notes", lambda self: [note], raising=False)
     out = tmp_path / "out"
     assert run_main(["run", "-e", "fake-spectral", "-t", "fake-tones", "--seeds", "0,7",
                   "--no-progress", "--num-workers", "0", "-o", str(out)]) == 0
@@ -118,6 +120,8 @@ def test_result_json_has_provenance_and_summary(tmp_path, fake_plugin, monkeypat
     assert run.provenance.torch and run.provenance.python and run.provenance.device
     assert run.provenance.environment.get("EMBENCH_UNFOLD_CONV") == "pos"
     assert "NOT_EMBENCH" not in run.provenance.environment
+    assert run.provenance.kernel_routes == {"fake-spectral": [note]}  # once, though 2 seeds
+    assert f"fake-spectral: {note}" in capsys.readouterr().err  # extraction logged it
     (r,) = run.results
     assert r.seeds == [0, 7] and r.split_id == "tones-fixed" and r.main.n == 2
     assert r.skipped[0].clip_id == "broken" and r.preprocessing.sample_rate == 16000

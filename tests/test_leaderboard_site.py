@@ -73,6 +73,12 @@ def test_provenance_shows_the_embench_environment_only_when_set():
     run.provenance.environment = {"EMBENCH_FIRST_LAYER": "module", "EMBENCH_UNFOLD_CONV": "pos"}
     facts = dict(ResultFile("r.json", run).provenance())
     assert facts["environment"] == "EMBENCH_FIRST_LAYER=module EMBENCH_UNFOLD_CONV=pos"
+    assert "kernel routes" not in facts
+    run.provenance.kernel_routes = {"mert-v1-95m": ["FFN first Linear + GELU: fused (...)",
+                                                    "positional conv: fft (...)"]}
+    assert dict(ResultFile("r.json", run).provenance())["kernel routes"] == (
+        "mert-v1-95m: FFN first Linear + GELU: fused (...); "
+        "mert-v1-95m: positional conv: fft (...)")
 
 
 def test_layer_curve_is_the_mean_over_seeds():
