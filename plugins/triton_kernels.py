@@ -9,6 +9,8 @@ copy can call the helpers defined here but none of ``triton.language``'s own jit
 
 from __future__ import annotations
 
+import inspect
+
 import triton
 import triton.language as tl
 
@@ -86,10 +88,13 @@ def first(wave_ptr, filt_ptr, shift_ptr, out_ptr, samples, rows, C,
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=t_ok[:, None] & c_ok[None, :])
 
 
+#: Autotune timings kept on disk across runs, where this triton's autotune offers it (3.6 does).
+_CACHE = ({"cache_results": True}
+          if "cache_results" in inspect.signature(triton.autotune).parameters else {})
 gemm_tuned = triton.autotune(
     [triton.Config({"BM": bm, "BN": bn, "BK": bk, "GROUP_M": 8}, num_warps=w, num_stages=s)
      for bm, bn, bk, w, s in GEMM_TILES],
-    key=["N", "K", "lda"], cache_results=True)(gemm)  # timings kept on disk across runs
+    key=["N", "K", "lda"], **_CACHE)(gemm)
 first_tuned = triton.autotune(
     [triton.Config({"BT": bt, "BC": bc}, num_warps=w) for bt, bc, w in FIRST_TILES],
-    key=["C", "STRIDE"], cache_results=True)(first)
+    key=["C", "STRIDE"], **_CACHE)(first)
