@@ -51,19 +51,16 @@ from benchmarks.bench_models import write_wavs  # noqa: E402
 from benchmarks.gpu import CLIP_S, end_to_end, forward_only, in_memory, noise_clips  # noqa: E402
 
 #: Route sets: environment variables each plugin reads when it loads.
+_FFT = {"EMBENCH_UNFOLD_CONV": "fft", "EMBENCH_FIRST_LAYER": "folded",
+        "EMBENCH_FEATURE_ENCODER": "module", "EMBENCH_FFN": "module"}
 ROUTES = {
-    "previous": {"EMBENCH_UNFOLD_CONV": "pos", "EMBENCH_FIRST_LAYER": "module",
-                 "EMBENCH_FEATURE_ENCODER": "module", "EMBENCH_FFN": "module"},
-    "fft": {"EMBENCH_UNFOLD_CONV": "fft", "EMBENCH_FIRST_LAYER": "folded",
-            "EMBENCH_FEATURE_ENCODER": "module", "EMBENCH_FFN": "module"},
-    "fft+gemm": {"EMBENCH_UNFOLD_CONV": "fft", "EMBENCH_FIRST_LAYER": "folded",
-                 "EMBENCH_FEATURE_ENCODER": "gemm", "EMBENCH_FFN": "module"},
-    "fused-cnn": {"EMBENCH_UNFOLD_CONV": "fft", "EMBENCH_FIRST_LAYER": "folded",
-                  "EMBENCH_FEATURE_ENCODER": "fused", "EMBENCH_FFN": "module"},
-    "fused": {"EMBENCH_UNFOLD_CONV": "fft", "EMBENCH_FIRST_LAYER": "folded",
-              "EMBENCH_FEATURE_ENCODER": "fused", "EMBENCH_FFN": "fused"},
-    "auto": {"EMBENCH_UNFOLD_CONV": "auto", "EMBENCH_FIRST_LAYER": "folded",
-             "EMBENCH_FEATURE_ENCODER": "auto", "EMBENCH_FFN": "auto"},
+    "previous": {**_FFT, "EMBENCH_UNFOLD_CONV": "pos", "EMBENCH_FIRST_LAYER": "module"},
+    "fft": _FFT,
+    "fft+gemm": {**_FFT, "EMBENCH_FEATURE_ENCODER": "gemm"},
+    "fused-cnn": {**_FFT, "EMBENCH_FEATURE_ENCODER": "fused"},
+    "fused": {**_FFT, "EMBENCH_FEATURE_ENCODER": "fused", "EMBENCH_FFN": "fused"},
+    "auto": {**_FFT, "EMBENCH_UNFOLD_CONV": "auto", "EMBENCH_FEATURE_ENCODER": "auto",
+             "EMBENCH_FFN": "auto"},
 }
 VARIANTS = [  # (precision, routes); the first is the baseline of every ratio
     ("bf16-autocast", "previous"),

@@ -235,23 +235,21 @@ def install(model: torch.nn.Module, which: str | None = None) -> list[str]:
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Conv1d):
             continue
-        if "pos_conv_embed" in name:
-            if which == "auto" and module.stride[0] == 1:
-                if getattr(module.forward, "embench_unfold", False):
-                    continue  # installed already
-                choice = route_choice.attach(model, route_choice.RouteChoice(
-                    "positional conv", {"fft": _conv_call(module, cached_fft(module)),
-                                        "pos": _conv_call(module, unfold_conv1d),
-                                        "module": module.forward}, "fft"))
-                if wrap_inference(module, choice, "embench_unfold"):
-                    wrapped.append(name)
-                continue
+        if "pos_conv_embed" in name and which == "auto" and module.stride[0] == 1:
+            inference = route_choice.RouteChoice(
+                "positional conv", {"fft": _conv_call(module, cached_fft(module)),
+                                    "pos": _conv_call(module, unfold_conv1d),
+                                    "module": module.forward}, "fft")
+        elif "pos_conv_embed" in name:
             use_fft = which == "fft" and module.stride[0] == 1
-            how = cached_fft(module) if use_fft else unfold_conv1d
+            inference = _conv_call(module, cached_fft(module) if use_fft else unfold_conv1d)
         elif which in ("all", "cl"):
-            how = unfold_conv1d if which == "all" else channels_last_conv1d
+            inference = _conv_call(module, unfold_conv1d if which == "all"
+                                   else channels_last_conv1d)
         else:
             continue
-        if wrap_inference(module, _conv_call(module, how), "embench_unfold"):
+        if wrap_inference(module, inference, "embench_unfold"):
             wrapped.append(name)
+            if isinstance(inference, route_choice.RouteChoice):
+                route_choice.attach(model, inference)
     return wrapped

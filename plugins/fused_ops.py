@@ -17,32 +17,27 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
+from embench_plugins import triton_gemm  # launchers only: triton is imported on first launch
+
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
-def _zero_slack(out: torch.Tensor, rows: int) -> torch.Tensor:
-    out[rows:].zero_()
-    return out
-
-
 def gemm_act_reference(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, lda: int,
-             rows: int, slack: int, gelu: bool) -> torch.Tensor:
+                       rows: int, slack: int, gelu: bool) -> torch.Tensor:
     """``act(A @ b + bias)``, ``A[m, k] = a.flatten()[m * lda + k]``, as ``[rows + slack, N]``
     with zero slack rows (the reference: ``mm`` on the strided view, then ``gelu``)."""
     k, n = b.shape
-    if rows and (rows - 1) * lda + k > a.numel():
-        raise ValueError(f"gemm_act: {rows} rows of stride {lda} and width {k} reach past a "
-                         f"buffer of {a.numel()} elements; give the buffer slack rows")
+    triton_gemm.check_reach(a.numel(), k, lda, rows)
     flat = a.contiguous().reshape(-1)
     view = torch.as_strided(flat, (rows, k), (lda, 1))
-    out = a.new_empty(rows + slack, n)
+    out = triton_gemm.slack_output(rows, slack, n, a)
     if bias is None:
         torch.mm(view, b, out=out[:rows])
     else:
         torch.addmm(bias, view, b, out=out[:rows])
     if gelu:
         out[:rows] = F.gelu(out[:rows])
-    return _zero_slack(out, rows)
+    return out
 
 
 gemm_act = torch.library.custom_op("embench::gemm_act", mutates_args=())(gemm_act_reference)
@@ -53,8 +48,6 @@ def _gemm_act_cuda(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, 
                    rows: int, slack: int, gelu: bool) -> torch.Tensor:
     if a.dtype not in LOW_PRECISION:
         return gemm_act_reference(a, b, bias, lda, rows, slack, gelu)
-    from embench_plugins import triton_gemm
-
     return triton_gemm.gemm_act(a.contiguous(), b, bias, lda, rows, slack, gelu)
 
 
@@ -70,7 +63,7 @@ def _gemm_act_flops(a, b, bias, lda, rows, slack, gelu, *args, out_val=None, **k
 
 
 def first_layer_act_reference(wave: torch.Tensor, filters: torch.Tensor, shift: torch.Tensor,
-                    stride: int, rows: int, slack: int, gelu: bool) -> torch.Tensor:
+                              stride: int, rows: int, slack: int, gelu: bool) -> torch.Tensor:
     """``act(sum_j wave[b, stride * t + j] filters[b, j, c] + shift[b, c])`` for ``t < rows``
     as ``[batch * rows + slack, C]`` (taps past the audio read zero; the reference gathers
     them with ``unfold`` and runs one ``bmm``)."""
@@ -79,13 +72,13 @@ def first_layer_act_reference(wave: torch.Tensor, filters: torch.Tensor, shift: 
     need = (rows - 1) * stride + taps
     padded = F.pad(wave, (0, max(0, need - samples)))
     frames = padded.unfold(-1, taps, stride)[:, :rows]  # [B, rows, taps]
-    out = wave.new_empty(batch * rows + slack, channels)
+    out = triton_gemm.slack_output(batch * rows, slack, channels, wave)
     main = out[:batch * rows].view(batch, rows, channels)
     torch.bmm(frames, filters.to(wave.dtype), out=main)
     main += shift.to(wave.dtype).unsqueeze(1)
     if gelu:
         main.copy_(F.gelu(main))
-    return _zero_slack(out, batch * rows)
+    return out
 
 
 first_layer_act = torch.library.custom_op("embench::first_layer_act",
@@ -97,8 +90,6 @@ def _first_layer_act_cuda(wave: torch.Tensor, filters: torch.Tensor, shift: torc
                           stride: int, rows: int, slack: int, gelu: bool) -> torch.Tensor:
     if wave.dtype not in LOW_PRECISION:
         return first_layer_act_reference(wave, filters, shift, stride, rows, slack, gelu)
-    from embench_plugins import triton_gemm
-
     return triton_gemm.first_layer_act(wave, filters, shift, stride, rows, slack, gelu)
 
 

@@ -113,7 +113,7 @@ def features(encoder: torch.nn.Module, wave: torch.Tensor,
 
     layers = list(encoder.conv_layers)
     convs = [layer.conv for layer in layers]
-    caches = caches or [_WeightCache() for _ in layers]
+    caches = caches or weight_caches(encoder)
     first = convs[0]
     kernel, stride = first.kernel_size[0], first.stride[0]
     dtype = compute_dtype(wave, first.weight.dtype)

@@ -190,14 +190,11 @@ def install(model: torch.nn.Module, mode: str | None = None) -> bool:
     if mode == "gemm":
         wrap_inference(encoder, lambda wave: features(encoder, wave), "embench_gemm")
         return True
-    if getattr(encoder.forward, "embench_gemm", False):
-        return True  # installed already
-    own = encoder.forward
-    candidates = {"module": lambda wave: own(wave),
-                  "gemm": lambda wave: features(encoder, wave)}
+    candidates = {"module": encoder.forward, "gemm": lambda wave: features(encoder, wave)}
     if fused_routes.supports_features(encoder):
         caches = fused_routes.weight_caches(encoder)
         candidates["fused"] = lambda wave: fused_routes.features(encoder, wave, caches)
     choice = route_choice.RouteChoice("CNN feature encoder", candidates, "module")
-    wrap_inference(encoder, route_choice.attach(model, choice), "embench_gemm")
+    if wrap_inference(encoder, choice, "embench_gemm"):
+        route_choice.attach(model, choice)
     return True

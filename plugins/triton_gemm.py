@@ -57,7 +57,16 @@ def kernels() -> SimpleNamespace:
     return SimpleNamespace(gemm=module.gemm_tuned, first=module.first_tuned, tuned=True)
 
 
-def _output(rows: int, slack: int, width: int, like: torch.Tensor) -> torch.Tensor:
+def check_reach(numel: int, width: int, lda: int, rows: int) -> None:
+    """Refuse A rows that would read past a buffer of ``numel`` elements (the operator's
+    reference and the kernel share this contract)."""
+    if rows and (rows - 1) * lda + width > numel:
+        raise ValueError(f"gemm_act: {rows} rows of stride {lda} and width {width} reach past a "
+                         f"buffer of {numel} elements; give the buffer slack rows")
+
+
+def slack_output(rows: int, slack: int, width: int, like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised ``[rows + slack, width]`` output whose ``slack`` last rows are zero."""
     import torch
 
     out = torch.empty(rows + slack, width, dtype=like.dtype, device=like.device)
@@ -80,10 +89,8 @@ def gemm_act(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, lda: i
     if b.dtype != a.dtype:
         raise ValueError(f"gemm_act: A is {a.dtype}, B is {b.dtype}")
     k, n = b.shape
-    if rows and (rows - 1) * lda + k > a.numel():
-        raise ValueError(f"gemm_act: {rows} rows of stride {lda} and width {k} reach past a "
-                         f"buffer of {a.numel()} elements; give the buffer slack rows")
-    out = _output(rows, slack, n, a)
+    check_reach(a.numel(), k, lda, rows)
+    out = slack_output(rows, slack, n, a)
     if rows == 0:
         return out
     ks = kernels()
@@ -114,7 +121,7 @@ def first_layer_act(wave: torch.Tensor, filters: torch.Tensor, shift: torch.Tens
         raise ValueError(f"first_layer_act: taps must be a power of two >= 16, not {taps}")
     wave, filters = wave.contiguous(), filters.contiguous()
     shift = shift.to(torch.float32).contiguous()
-    out = _output(batch * rows, slack, channels, wave)
+    out = slack_output(batch * rows, slack, channels, wave)
     if batch * rows == 0:
         return out
     ks = kernels()
