@@ -23,6 +23,7 @@ import argparse
 import sys
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,9 +75,12 @@ def attention_flops(query: torch.Tensor, key: torch.Tensor) -> int:
 
 def op_flops(name: str, func, args, kwargs, out) -> int:
     """FLOPs of one op: flop_counter's formulas (an in-place op counts as its out-of-place
-    form), plus the CPU's fused attention, which flop_counter does not know."""
+    form, an ``out_dtype`` overload as the plain one), plus the CPU's fused attention, which
+    flop_counter does not know."""
     if name == _CPU_ATTENTION:
         return attention_flops(args[0], args[1])
+    if func._overloadname == "dtype":  # e.g. bmm(a, b, out_dtype): the formula takes (a, b)
+        args = tuple(a for a in args if not isinstance(a, torch.dtype))
     packet = func.overloadpacket
     if packet not in flop_registry and name.endswith("_"):
         packet = getattr(torch.ops.aten, name[:-1], packet)
@@ -218,10 +222,34 @@ def summarise(records: list[OpRecord], audio_s: float, card: tuple[float, float,
     return sorted(rows.values(), key=lambda row: -row.floor_s)
 
 
+@contextmanager
+def cuda_pooling_on_cpu():
+    """Pool on the CPU the way CUDA does: low-precision hidden states read as they are by one
+    ``bmm`` that writes fp32 (``windowing.frame_sums``), instead of copied to fp32 first. The CPU
+    has no kernel for ``aten::bmm.dtype``; this lends it one (the products of fp32 copies,
+    computed inside the op, so a recorder sees one op) for the duration."""
+    from embench import windowing
+
+    def bmm_dtype(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+        return torch.bmm(a.to(out_dtype), b.to(out_dtype))
+
+    lib = torch.library.Library("aten", "IMPL")
+    lib.impl("bmm.dtype", bmm_dtype, "CPU")
+    added = "cpu" not in windowing.FP32_SUMS_FROM_LOW_PRECISION
+    windowing.FP32_SUMS_FROM_LOW_PRECISION.add("cpu")
+    try:
+        yield
+    finally:
+        if added:
+            windowing.FP32_SUMS_FROM_LOW_PRECISION.discard("cpu")
+        lib._destroy()
+
+
 def record(encoder, windows: int, precision: str) -> tuple[list[OpRecord], float]:
     """Records one in-memory extraction of ``windows`` windows (one batch) by ``encoder``,
     already prepared for ``precision`` on its device, after an unrecorded one: what a model
-    computes once (e.g. a weight spectrum) is not per batch."""
+    computes once (e.g. a weight spectrum) is not per batch. Pooling runs as on CUDA
+    (:func:`cuda_pooling_on_cpu`)."""
     from embench.batching import BatchSizer
     from embench.extract import embed_group
 
@@ -231,10 +259,11 @@ def record(encoder, windows: int, precision: str) -> tuple[list[OpRecord], float
     waves = [0.1 * torch.randn(int(window_s * info.sample_rate), generator=gen)
              for _ in range(windows)]
     sizer = BatchSizer(windows, encoder.device, log=lambda m: None, precision=precision)
-    embed_group(encoder, waves, 1.0, sizer).wait()  # once unrecorded: per-model caches fill
     scopes = ModuleScopes(getattr(encoder, "model", None) or torch.nn.Identity())
-    with scopes, Recorder(scopes) as recorder:
-        embed_group(encoder, waves, 1.0, sizer).wait()
+    with cuda_pooling_on_cpu():
+        embed_group(encoder, waves, 1.0, sizer).wait()  # once unrecorded: per-model caches fill
+        with scopes, Recorder(scopes) as recorder:
+            embed_group(encoder, waves, 1.0, sizer).wait()
     return recorder.records, windows * window_s
 
 

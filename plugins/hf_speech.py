@@ -278,11 +278,15 @@ class HFFrameEncoder(Encoder):
 
             torch.cuda.empty_cache()
 
-    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
-        """``[B, T]`` audio at ``info.sample_rate`` -> ``[B, layers, frames, dim]`` float32.
+    def forward(self, waveforms: torch.Tensor) -> list[torch.Tensor]:
+        """``[B, T]`` audio at ``info.sample_rate`` -> one ``[B, frames, dim]`` hidden state per
+        layer (CNN output, then each transformer layer), in the model's compute dtype.
 
-        Runs under whatever autocast / grad mode the caller set (bf16 inference in the core,
-        train mode with gradients in a fine-tuning protocol).
+        The states are returned as the model made them, not stacked or cast: the pooler reads
+        bf16 states directly and sums them in fp32 (``windowing.frame_sums``), so an fp32 copy
+        of every layer would only move bytes (7% of MERT-95M's extraction). Callers that want
+        fp32 call ``.float()``. Runs under whatever autocast / grad mode the caller set (bf16
+        inference in the core, train mode with gradients in a fine-tuning protocol).
         """
         import torch
 
@@ -303,13 +307,7 @@ class HFFrameEncoder(Encoder):
             # Post-final-LayerNorm last state (stable-layer-norm models), as transformers 4 and
             # the model cards define it; explicit so older transformers 5 releases agree.
             states[-1] = out.last_hidden_state
-        # One fp32 buffer filled layer by layer: each state is read once and converted as it
-        # is written, instead of stacked in bf16 and then copied again to fp32.
-        out = states[-1].new_empty(states[-1].shape[0], len(states), *states[-1].shape[1:],
-                                   dtype=torch.float32)
-        for i, state in enumerate(states):
-            out[:, i].copy_(state)
-        return out
+        return states
 
     def trainable_module(self) -> torch.nn.Module:
         """The transformers model itself; call :meth:`set_gradient_checkpointing` to trade

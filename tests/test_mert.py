@@ -29,6 +29,15 @@ def _noise(batch: int, seconds: float, seed: int = 0) -> torch.Tensor:
     return 0.1 * torch.randn(batch, int(seconds * SR), generator=gen) + 0.05
 
 
+def _states(enc, x: torch.Tensor) -> torch.Tensor:
+    """The encoder's per-layer hidden states (a list, in the model's dtype) as one
+    ``[batch, layers, frames, dim]`` tensor, for comparisons."""
+    states = enc.forward(x)
+    assert isinstance(states, list) and len(states) == enc.info.num_layers
+    return torch.stack(states, 1)
+
+
+
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +107,7 @@ def test_real_size_parameter_counts() -> None:
 def test_shapes_and_frame_rate(tiny) -> None:
     assert (tiny.info.num_layers, tiny.info.dims, tiny.info.frame_rate) == (3, (32,), 75.0)
     assert tiny.info.version != "1"  # a tiny architecture never shares the real model's cache
-    out = tiny.forward(_noise(3, 2.0))
+    out = _states(tiny, _noise(3, 2.0))
     assert out.shape[:2] == (3, 3) and out.shape[3] == 32 and out.dtype == torch.float32
     assert abs(out.shape[2] - 2.0 * 75) <= 1
     assert torch.isfinite(out).all()
@@ -106,17 +115,17 @@ def test_shapes_and_frame_rate(tiny) -> None:
 
 def test_deterministic_across_calls_and_loads(tiny, tiny_dir) -> None:
     x = _noise(2, 1.0)
-    first = tiny.forward(x)
-    torch.testing.assert_close(tiny.forward(x), first, rtol=0, atol=0)
+    first = _states(tiny, x)
+    torch.testing.assert_close(_states(tiny, x), first, rtol=0, atol=0)
     again = mert.MertEncoder("mert-v1-95m", config=HubertConfig(**TINY))
     again.load(CPU, "pretrained", weights_path=str(tiny_dir))
-    torch.testing.assert_close(again.forward(x), first, rtol=0, atol=0)
+    torch.testing.assert_close(_states(again, x), first, rtol=0, atol=0)
 
 
 def test_batched_equals_one_at_a_time(tiny) -> None:
     x = _noise(4, 1.5, seed=3)
-    batched = tiny.forward(x)
-    single = torch.cat([tiny.forward(x[i:i + 1]) for i in range(4)])
+    batched = _states(tiny, x)
+    single = torch.cat([_states(tiny, x[i:i + 1]) for i in range(4)])
     torch.testing.assert_close(batched, single, rtol=0, atol=1e-4)
 
 
@@ -128,7 +137,7 @@ def test_normalisation_matches_feature_extractor(tiny, tiny_dir) -> None:
     # and the whole forward equals the extractor + model recipe of the model card
     with torch.no_grad():
         ref = tiny.model(expected, output_hidden_states=True).hidden_states
-    torch.testing.assert_close(tiny.forward(x), torch.stack(ref, 1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(_states(tiny, x), torch.stack(ref, 1), rtol=1e-4, atol=1e-4)
 
 
 def test_30s_clip_is_six_5s_windows(tiny) -> None:
@@ -189,7 +198,7 @@ def test_330m_last_state_is_after_the_final_layer_norm(tmp_path) -> None:
     enc = mert.MertEncoder("mert-v1-330m", config=config)
     enc.load(CPU, "random")
     x = _noise(2, 1.0)
-    out = enc.forward(x)
+    out = _states(enc, x)
     with torch.no_grad():
         last = enc.model(zero_mean_unit_var(x)).last_hidden_state
     torch.testing.assert_close(out[:, -1], last)
@@ -234,7 +243,7 @@ def test_trainable_module_and_gradient_checkpointing(tiny_dir) -> None:
     assert any(p.requires_grad for p in module.parameters())
     enc.set_gradient_checkpointing(True)
     module.train()
-    out = enc.forward(_noise(2, 1.0))
+    out = _states(enc, _noise(2, 1.0))
     assert out.shape[1] == 3  # layerdrop is off: every layer is there in train mode too
     out.pow(2).mean().backward()
     grads = [p.grad for p in module.parameters() if p.requires_grad]

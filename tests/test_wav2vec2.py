@@ -42,6 +42,15 @@ def _noise(batch: int, seconds: float, seed: int = 0) -> torch.Tensor:
     return 0.1 * torch.randn(batch, int(seconds * SR), generator=gen) - 0.02
 
 
+def _states(enc, x: torch.Tensor) -> torch.Tensor:
+    """The encoder's per-layer hidden states (a list, in the model's dtype) as one
+    ``[batch, layers, frames, dim]`` tensor, for comparisons."""
+    states = enc.forward(x)
+    assert isinstance(states, list) and len(states) == enc.info.num_layers
+    return torch.stack(states, 1)
+
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
     """``<dir>/wav2vec2-base``: a pre-training checkpoint (quantizer and projection heads, as
@@ -103,12 +112,12 @@ def test_explicit_config_is_the_base_architecture() -> None:
 
 def test_shapes_and_frame_rate(tiny) -> None:
     assert (tiny.info.num_layers, tiny.info.dims, tiny.info.frame_rate) == (3, (32,), 50.0)
-    out = tiny.forward(_noise(3, 2.0))
+    out = _states(tiny, _noise(3, 2.0))
     assert out.shape[:2] == (3, 3) and out.shape[3] == 32 and out.dtype == torch.float32
     assert abs(out.shape[2] - 2.0 * 50) <= 1
     assert torch.isfinite(out).all()
     with pytest.raises(ValueError, match="at least 400 samples"):
-        tiny.forward(torch.zeros(1, 399))
+        _states(tiny, torch.zeros(1, 399))
 
 
 def test_pretraining_checkpoint_loads_silently_and_completely(tiny_dir, hf_warnings) -> None:
@@ -135,22 +144,22 @@ def test_ctc_checkpoint_for_960h(tiny_dir, hf_warnings) -> None:
     x = _noise(1, 1.0)
     with torch.no_grad():
         ref = ctc.wav2vec2(zero_mean_unit_var(x), output_hidden_states=True).hidden_states
-    torch.testing.assert_close(enc.forward(x), torch.stack(ref, 1))
+    torch.testing.assert_close(_states(enc, x), torch.stack(ref, 1))
 
 
 def test_deterministic_across_calls_and_loads(tiny, tiny_dir) -> None:
     x = _noise(2, 1.0)
-    first = tiny.forward(x)
-    torch.testing.assert_close(tiny.forward(x), first, rtol=0, atol=0)
+    first = _states(tiny, x)
+    torch.testing.assert_close(_states(tiny, x), first, rtol=0, atol=0)
     again = _tiny_encoder()
     again.load(CPU, "pretrained", weights_path=str(tiny_dir))
-    torch.testing.assert_close(again.forward(x), first, rtol=0, atol=0)
+    torch.testing.assert_close(_states(again, x), first, rtol=0, atol=0)
 
 
 def test_batched_equals_one_at_a_time(tiny) -> None:
     x = _noise(4, 1.5, seed=3)
-    batched = tiny.forward(x)
-    single = torch.cat([tiny.forward(x[i:i + 1]) for i in range(4)])
+    batched = _states(tiny, x)
+    single = torch.cat([_states(tiny, x[i:i + 1]) for i in range(4)])
     torch.testing.assert_close(batched, single, rtol=0, atol=1e-4)
 
 
@@ -162,7 +171,7 @@ def test_normalisation_matches_feature_extractor(tiny, tiny_dir) -> None:
     torch.testing.assert_close(zero_mean_unit_var(x), expected, rtol=1e-5, atol=1e-5)
     with torch.no_grad():
         ref = tiny.model(expected, output_hidden_states=True).hidden_states
-    torch.testing.assert_close(tiny.forward(x), torch.stack(ref, 1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(_states(tiny, x), torch.stack(ref, 1), rtol=1e-4, atol=1e-4)
 
 
 def test_30s_clip_is_three_equal_10s_windows(tiny) -> None:
@@ -185,7 +194,7 @@ def test_half_precision_checkpoint_runs_in_fp32(tmp_path) -> None:
     enc = _tiny_encoder()
     enc.load(CPU, "pretrained", weights_path=str(tmp_path))
     assert {p.dtype for p in enc.model.parameters()} == {torch.float32}
-    assert torch.isfinite(enc.forward(_noise(1, 0.5))).all()
+    assert torch.isfinite(_states(enc, _noise(1, 0.5))).all()
 
 
 def test_checkpoint_of_another_model_type_is_refused(tmp_path) -> None:
@@ -214,14 +223,14 @@ def test_random_weights_seeded_and_trainable() -> None:
     assert any(p.requires_grad for p in module.parameters())
     a.set_gradient_checkpointing(True)
     module.train()
-    out = a.forward(_noise(2, 1.0))
+    out = _states(a, _noise(2, 1.0))
     assert out.shape[1] == 3
     out.pow(2).mean().backward()
     assert module.encoder.layers[-1].feed_forward.output_dense.weight.grad is not None
     a.unload()
     assert not a.loaded
     with pytest.raises(RuntimeError, match="load"):
-        a.forward(_noise(1, 1.0))
+        _states(a, _noise(1, 1.0))
 
 
 class _TinyWav2Vec2:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from embench import windowing
 from embench.windowing import FramePooler, n_output_frames, plan_windows
 
 
@@ -75,3 +77,53 @@ def test_output_frame_count():
     assert n_output_frames(30.0, 1.0) == 30
     assert n_output_frames(29.99, 1.0) == 30
     assert n_output_frames(0.2, 1.0) == 1
+
+
+def _pool_many(frames: torch.Tensor) -> list[torch.Tensor]:
+    """Two 6 s clips, each two overlapping 4 s windows of 10 frames per s, pooled at 1 Hz."""
+    pooler = FramePooler([6.0, 6.0], frame_rate=1.0, num_layers=1)
+    windows = pooler.windows([0, 0, 1, 1], [0.0, 2.0, 0.0, 2.0], [4.0] * 4, frames.device)
+    pooler.add(0, windows, frames)
+    return [clip[0] for clip in pooler.result()]
+
+
+def test_low_precision_frames_are_summed_in_fp32():
+    """bf16 hidden states (an encoder's bf16 forward) pool to the fp32 means of their values,
+    not to bf16-rounded sums: 40 frames per window, values that bf16 sums would round."""
+    frames = (1000 + torch.randn(4, 40, 8, generator=torch.Generator().manual_seed(0)))
+    low = frames.bfloat16()
+    pooled, reference = _pool_many(low), _pool_many(low.float())
+    assert all(p.dtype == torch.float32 for p in pooled)
+    for ours, ref in zip(pooled, reference, strict=True):
+        torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+
+
+@pytest.fixture
+def cpu_reads_low_precision(monkeypatch):
+    """The CPU pooling the way CUDA does (``bmm`` reading bf16, writing fp32): the CPU build
+    has no kernel for ``aten::bmm.dtype``, so one is lent for the test."""
+    lib = torch.library.Library("aten", "IMPL")
+    calls = []
+
+    def bmm_dtype(a, b, out_dtype):
+        calls.append((a.dtype, b.dtype, out_dtype))
+        return torch.bmm(a.to(out_dtype), b.to(out_dtype))
+
+    lib.impl("bmm.dtype", bmm_dtype, "CPU")
+    monkeypatch.setattr(windowing, "FP32_SUMS_FROM_LOW_PRECISION", {"cpu"})
+    yield calls
+    lib._destroy()
+
+
+def test_where_bmm_writes_fp32_the_frames_are_read_as_they_are(cpu_reads_low_precision):
+    frames = torch.randn(4, 40, 8, generator=torch.Generator().manual_seed(1)).bfloat16()
+    pooled = _pool_many(frames)
+    # one bf16 x bf16 -> fp32 product per layer: the assignment is bf16 too, the frames uncopied
+    assert cpu_reads_low_precision == [(torch.bfloat16, torch.bfloat16, torch.float32)]
+    with torch.no_grad():
+        windowing.FP32_SUMS_FROM_LOW_PRECISION.clear()  # the copy-first route
+        reference = _pool_many(frames)
+    for ours, ref in zip(pooled, reference, strict=True):
+        torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
+    assert not windowing.reads_low_precision(frames.float())  # fp32 is never re-cast
+
