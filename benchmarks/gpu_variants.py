@@ -16,8 +16,10 @@ or ``bf16`` (:mod:`embench.precision`) with these sets of kernel routes:
   each shape family autotunes, inside the warm-up;
 - ``fused``: that plus the FFN's first GEMM and its GELU as one Triton kernel
   (``EMBENCH_FFN=fused``);
-- ``auto``: the defaults, which time the candidates of the positional conv, the CNN and the
-  FFN on the first large batch and keep the fastest that agree
+- ``fused+layer``: that plus each encoder layer's q/k/v as one GEMM and each residual add
+  fused into the LayerNorm after it (``EMBENCH_ENCODER_LAYER=fused``);
+- ``auto``: the defaults, which time the candidates of the positional conv, the CNN, the FFN
+  and the encoder layer on the first large batch and keep the fastest that agree
   (:mod:`embench_plugins.route_choice`); its choices are printed.
 
 Per variant it prints the model's forward alone on a device-resident batch, the in-memory
@@ -28,8 +30,9 @@ weights, not a statement about trained ones). Then end to end from WAV files (``
 the defaults (``auto``) and for the fastest variant, with the extraction's own breakdown of
 where the main thread waited.
 
-``--compile`` adds ``fused`` under ``torch.compile`` for the first encoder: the fused kernels
-are opaque operators there, and Inductor fuses what is left (residual adds into LayerNorms).
+``--compile`` adds ``fused+layer`` under ``torch.compile`` for the first encoder: the fused
+kernels are opaque operators there, and Inductor fuses what is left around them (the positional
+conv's pad and GELU, the input normalisation, the pooling's bookkeeping).
 
 Run: ``python benchmarks/gpu_variants.py`` (about 4 minutes on an H100/H200; ``--compile`` a
 few more); ``--quick`` runs it on the CPU with tiny counts to check the script.
@@ -52,15 +55,18 @@ from benchmarks.gpu import CLIP_S, end_to_end, forward_only, in_memory, noise_cl
 
 #: Route sets: environment variables each plugin reads when it loads.
 _FFT = {"EMBENCH_UNFOLD_CONV": "fft", "EMBENCH_FIRST_LAYER": "folded",
-        "EMBENCH_FEATURE_ENCODER": "module", "EMBENCH_FFN": "module"}
+        "EMBENCH_FEATURE_ENCODER": "module", "EMBENCH_FFN": "module",
+        "EMBENCH_ENCODER_LAYER": "module"}
 ROUTES = {
     "previous": {**_FFT, "EMBENCH_UNFOLD_CONV": "pos", "EMBENCH_FIRST_LAYER": "module"},
     "fft": _FFT,
     "fft+gemm": {**_FFT, "EMBENCH_FEATURE_ENCODER": "gemm"},
     "fused-cnn": {**_FFT, "EMBENCH_FEATURE_ENCODER": "fused"},
     "fused": {**_FFT, "EMBENCH_FEATURE_ENCODER": "fused", "EMBENCH_FFN": "fused"},
+    "fused+layer": {**_FFT, "EMBENCH_FEATURE_ENCODER": "fused", "EMBENCH_FFN": "fused",
+                    "EMBENCH_ENCODER_LAYER": "fused"},
     "auto": {**_FFT, "EMBENCH_UNFOLD_CONV": "auto", "EMBENCH_FEATURE_ENCODER": "auto",
-             "EMBENCH_FFN": "auto"},
+             "EMBENCH_FFN": "auto", "EMBENCH_ENCODER_LAYER": "auto"},
 }
 VARIANTS = [  # (precision, routes); the first is the baseline of every ratio
     ("bf16-autocast", "previous"),
@@ -69,6 +75,7 @@ VARIANTS = [  # (precision, routes); the first is the baseline of every ratio
     ("bf16", "fft+gemm"),
     ("bf16", "fused-cnn"),
     ("bf16", "fused"),
+    ("bf16", "fused+layer"),
     ("bf16", "auto"),
 ]
 
@@ -101,8 +108,9 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=512, help="30 s WAV files, end to end")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     parser.add_argument("--compile", action="store_true",
-                        help="also time bf16 + fused routes under torch.compile (the first "
-                             "encoder only; compiling costs a minute or two per batch shape)")
+                        help="also time bf16 + fused+layer routes under torch.compile (the "
+                             "first encoder only; compiling costs a minute or two per batch "
+                             "shape)")
     parser.add_argument("--quick", action="store_true", help="CPU, tiny counts: check the script")
     args = parser.parse_args()
     reps = 5
@@ -121,7 +129,7 @@ def main() -> None:
             _, _, reference = in_memory(reference_encoder, waves[:4], device, "fp32")
             reference_encoder.unload()
             results = {}
-            compiled = [("bf16", "fused", True)] if args.compile and index == 0 else []
+            compiled = [("bf16", "fused+layer", True)] if args.compile and index == 0 else []
             for precision, routes, *compile_ in [*VARIANTS, *compiled]:
                 encoder = _load(name, precision, routes, device)
                 forward = torch.compile(encoder.forward, dynamic=False) if compile_ else None

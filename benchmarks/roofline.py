@@ -182,12 +182,15 @@ def group_of(scope: str, op: str) -> str:
              ("attention", "attention (SDPA + reshapes)"),
              ("intermediate_dense", "FFN GEMMs"), ("output_dense", "FFN GEMMs"),
              ("feed_forward:gemm_act", "FFN GEMMs"),  # the fused GEMM + GELU (EMBENCH_FFN)
+             ("add_layer_norm", "residual adds + LayerNorms, fused"),  # EMBENCH_ENCODER_LAYER
              ("feed_forward", "FFN activation"),
              ("layer_norm", "LayerNorms")]
     for needle, label in rules:
         if needle in f"{scope}:{op}":
             return label
     parts = scope.split(".")
+    if parts[0] == "encoder" and len(parts) == 3 and op in ("addmm", "mm"):
+        return "attention q/k/v/out GEMMs"  # the fused layer's one q/k/v GEMM
     if parts[0] == "encoder" and len(parts) >= 3:
         return "residual adds"
     return f"model: {scope}"
@@ -275,8 +278,8 @@ def floor_audio_s(records: list[OpRecord], audio_s: float,
 
 def record_batch(encoder_name: str, windows: int, precision: str,
                  feature_encoder: str | None = None, conv: str | None = None,
-                 first_layer: str | None = None,
-                 ffn: str | None = None) -> tuple[list[OpRecord], float]:
+                 first_layer: str | None = None, ffn: str | None = None,
+                 layer: str | None = None) -> tuple[list[OpRecord], float]:
     """:func:`record` for the registry's ``encoder_name`` on the CPU, with the kernel routes
     given (``None``: whatever the environment already says, else the plugin's default)."""
     import os
@@ -289,6 +292,8 @@ def record_batch(encoder_name: str, windows: int, precision: str,
         os.environ["EMBENCH_FIRST_LAYER"] = first_layer
     if ffn:
         os.environ["EMBENCH_FFN"] = ffn
+    if layer:
+        os.environ["EMBENCH_ENCODER_LAYER"] = layer
     from embench import precision as precisions
     from embench.plugins import get_registry
 
@@ -332,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--feature-encoder", choices=["module", "gemm", "fused"], default=None)
     parser.add_argument("--ffn", choices=["module", "fused"], default=None,
                         help="EMBENCH_FFN: the FFN's first GEMM with its GELU as one kernel")
+    parser.add_argument("--layer", choices=["module", "fused"], default=None,
+                        help="EMBENCH_ENCODER_LAYER: one q/k/v GEMM, each residual add fused "
+                             "into its LayerNorm")
     parser.add_argument("--conv", choices=["fft", "pos", "all", "cl", "off"], default=None,
                         help="EMBENCH_UNFOLD_CONV: the positional conv's route")
     parser.add_argument("--first-layer", choices=["folded", "module"], default=None,
@@ -345,10 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     card = (args.tflops or card[0], card[1], args.tbs or card[2])
     records, audio_s = record_batch(args.encoder, args.windows, args.precision,
                                     args.feature_encoder, args.conv, args.first_layer,
-                                    args.ffn)
+                                    args.ffn, args.layer)
     print(f"{args.encoder}, {args.windows} windows, weights {args.precision}, conv "
           f"{args.conv or 'default'}, first layer {args.first_layer or 'default'}, feature "
           f"encoder {args.feature_encoder or 'default'}, FFN {args.ffn or 'default'}, "
+          f"encoder layer {args.layer or 'default'}, "
           f"torch {torch.__version__}")
     print(render(summarise(records, audio_s, card), args.card, card))
     if args.ops:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from bench_models import CPU, make_encoder
 
 from embench_plugins import fast_conv
+from embench_plugins.route_choice import ROUTE_VARIABLES
 
 FRAMES = 375  # a 5 s window of MERT at 75 Hz
 
@@ -81,8 +82,7 @@ def _forward_with(routes: dict[str, str], dtype: torch.dtype):
     from embench_plugins.mert import MertEncoder
 
     with pytest.MonkeyPatch.context() as env:
-        for variable in ("EMBENCH_UNFOLD_CONV", "EMBENCH_FIRST_LAYER", "EMBENCH_FEATURE_ENCODER",
-                         "EMBENCH_FFN"):
+        for variable in ROUTE_VARIABLES:
             env.delenv(variable, raising=False)
         for variable, value in routes.items():
             env.setenv(variable, value)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from embench_plugins.route_choice import ROUTE_VARIABLES
+
 HERE = Path(__file__).resolve().parent
 
 SCRIPTS = {  # script: (arguments, a line its last table must contain)
@@ -27,8 +29,7 @@ SCRIPTS = {  # script: (arguments, a line its last table must contain)
 def test_gpu_script_runs_quick_on_the_cpu(script, tmp_path):
     args, expected = SCRIPTS[script]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path)}
-    for variable in ("EMBENCH_FEATURE_ENCODER", "EMBENCH_UNFOLD_CONV", "EMBENCH_FIRST_LAYER",
-                     "EMBENCH_FFN"):
+    for variable in ROUTE_VARIABLES:
         env.pop(variable, None)
     done = subprocess.run([sys.executable, str(HERE / script), "--quick", *args],
                           capture_output=True, text=True, env=env, timeout=900,

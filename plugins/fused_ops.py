@@ -1,5 +1,5 @@
-"""``torch.ops.embench.gemm_act`` and ``torch.ops.embench.first_layer_act``: the fused kernels
-of :mod:`embench_plugins.triton_gemm` as PyTorch operators.
+"""``torch.ops.embench.gemm_act``, ``first_layer_act`` and ``add_layer_norm``: the fused
+kernels of :mod:`embench_plugins.triton_gemm` as PyTorch operators.
 
 Why operators rather than plain calls: the dispatcher picks the implementation by device (Triton
 on CUDA for bf16/fp16, the reference below on the CPU and for fp32, so ``--precision fp32``
@@ -102,3 +102,29 @@ def _first_layer_act_fake(wave, filters, shift, stride, rows, slack, gelu):
 def _first_layer_act_flops(wave, filters, shift, stride, rows, slack, gelu, *args,
                            out_val=None, **kwargs) -> int:
     return 2 * wave[0] * rows * filters[1] * filters[2]  # shapes, as for gemm_act
+
+
+def add_layer_norm_reference(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
+                             bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """``LayerNorm(x + y)`` over the last dim of ``[M, N]`` tensors, summed in fp32, returned
+    in ``x``'s dtype (the residual stream's: fp32 under autocast, bf16 with bf16 weights),
+    as a post-LN transformer layer's ``layer_norm(residual + branch)``."""
+    total = x.float() + y.float()
+    return F.layer_norm(total, (total.shape[-1],), weight.float(), bias.float(), eps).to(x.dtype)
+
+
+add_layer_norm = torch.library.custom_op("embench::add_layer_norm",
+                                         mutates_args=())(add_layer_norm_reference)
+
+
+@add_layer_norm.register_kernel("cuda")
+def _add_layer_norm_cuda(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
+                         bias: torch.Tensor, eps: float) -> torch.Tensor:
+    if x.dtype not in LOW_PRECISION and y.dtype not in LOW_PRECISION:
+        return add_layer_norm_reference(x, y, weight, bias, eps)
+    return triton_gemm.add_layer_norm(x, y, weight, bias, eps)
+
+
+@add_layer_norm.register_fake
+def _add_layer_norm_fake(x, y, weight, bias, eps):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)

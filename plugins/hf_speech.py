@@ -254,6 +254,7 @@ class HFFrameEncoder(Encoder):
         folded_norm.install(self.model)  # first conv + GroupNorm as one matmul
         gemm_features.install(self.model)  # auto: timed on CUDA, the module elsewhere
         fused_routes.install_ffn(self.model)  # auto: timed on CUDA, the module elsewhere
+        fused_routes.install_layers(self.model)  # auto: timed on CUDA, the module elsewhere
         self.device, self.weights = device, weights
 
     def route_notes(self) -> list[str]:

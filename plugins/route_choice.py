@@ -1,6 +1,6 @@
 """Pick the fastest of several equivalent inference routes by timing them on the first real
-batch, on CUDA: ``auto`` for ``EMBENCH_UNFOLD_CONV``, ``EMBENCH_FEATURE_ENCODER`` and
-``EMBENCH_FFN``.
+batch, on CUDA: ``auto`` for ``EMBENCH_UNFOLD_CONV``, ``EMBENCH_FEATURE_ENCODER``,
+``EMBENCH_FFN`` and ``EMBENCH_ENCODER_LAYER``.
 
 Why: which route is fastest for a part of the model (cuDNN's convolution, GEMMs on a
 channels-last buffer, a fused Triton kernel; the positional convolution by FFT, unfold or
@@ -29,6 +29,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+#: Every environment variable that picks an inference route of the wav2vec2-style encoders
+#: (read when a model loads); scripts and tests that set routes clear these first.
+ROUTE_VARIABLES = ("EMBENCH_UNFOLD_CONV", "EMBENCH_FIRST_LAYER", "EMBENCH_FEATURE_ENCODER",
+                   "EMBENCH_FFN", "EMBENCH_ENCODER_LAYER")
 #: Batches smaller than this run the default and decide nothing (timing a tiny warm-up batch
 #: would pick the route with the least launch overhead, not the fastest).
 MIN_BATCH = 8

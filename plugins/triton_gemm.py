@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 #: Tile settings the interpreter runs with (small, so masked edges are exercised).
 INTERPRET_GEMM = {"BM": 32, "BN": 32, "BK": 32, "GROUP_M": 2}
 INTERPRET_FIRST = {"BT": 32, "BC": 32}
+INTERPRET_ADD_NORM = {"BM": 4}
 
 
 def interpreting() -> bool:
@@ -53,8 +54,10 @@ def kernels() -> SimpleNamespace:
     from embench_plugins import triton_kernels as module
 
     if interpreting():
-        return SimpleNamespace(gemm=module.gemm, first=module.first, tuned=False)
-    return SimpleNamespace(gemm=module.gemm_tuned, first=module.first_tuned, tuned=True)
+        return SimpleNamespace(gemm=module.gemm, first=module.first, add_norm=module.add_norm,
+                               tuned=False)
+    return SimpleNamespace(gemm=module.gemm_tuned, first=module.first_tuned,
+                           add_norm=module.add_norm_tuned, tuned=True)
 
 
 def check_reach(numel: int, width: int, lda: int, rows: int) -> None:
@@ -134,3 +137,38 @@ def first_layer_act(wave: torch.Tensor, filters: torch.Tensor, shift: torch.Tens
     launch[grid](wave, filters, shift, out, samples, rows, channels, STRIDE=stride, TAPS=taps,
                  GELU=gelu, **tiles)
     return out
+
+
+def add_layer_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                   eps: float, config: Mapping[str, int] | None = None) -> torch.Tensor:
+    """``LayerNorm(x + y)`` over the last dim of ``[M, N]`` ``x`` and ``y`` (the residual add
+    and the norm after it, as one read of each and one write), in ``x``'s dtype; the sum is
+    fp32 and never stored. ``weight`` and ``bias`` ``[N]``, any float dtype."""
+    import triton
+
+    if x.shape != y.shape or x.ndim != 2:
+        raise ValueError(f"add_layer_norm: x {tuple(x.shape)} and y {tuple(y.shape)} must be "
+                         f"the same [rows, width]")
+    x, y = x.contiguous(), y.contiguous()
+    rows, width = x.shape
+    out = norm_output(x)
+    if rows == 0:
+        return out
+    ks = kernels()
+    tiles = dict(config or ({} if ks.tuned else INTERPRET_ADD_NORM))
+    launch = ks.add_norm.fn if (tiles and ks.tuned) else ks.add_norm
+
+    def grid(meta: Mapping[str, int]) -> tuple[int]:
+        return (triton.cdiv(rows, meta["BM"]),)
+
+    launch[grid](x, y, weight.contiguous(), bias.contiguous(), out, rows, width, float(eps),
+                 BN=triton.next_power_of_2(width), **tiles)
+    return out
+
+
+def norm_output(x: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor like ``x`` (one place, so the interpreter checks can poison
+    it)."""
+    import torch
+
+    return torch.empty_like(x)

@@ -20,6 +20,8 @@ GEMM_TILES = [(128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (64, 128, 64, 4, 4),
               (128, 64, 64, 4, 4)]
 #: First-layer tiles (BT frames, BC channels, warps).
 FIRST_TILES = [(128, 128, 4), (64, 256, 4), (128, 256, 8)]
+#: Residual add + LayerNorm: rows per program, warps (a row is one power-of-two block).
+ADD_NORM_TILES = [(1, 4), (2, 4), (4, 4), (4, 8), (8, 8)]
 
 
 @triton.jit
@@ -88,6 +90,27 @@ def first(wave_ptr, filt_ptr, shift_ptr, out_ptr, samples, rows, C,
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=t_ok[:, None] & c_ok[None, :])
 
 
+@triton.jit
+def add_norm(x_ptr, y_ptr, w_ptr, b_ptr, out_ptr, M, N, eps,
+             BM: tl.constexpr, BN: tl.constexpr):
+    """``out = LayerNorm(x + y) * w + b`` over rows of ``N``: the sum is formed in fp32 and
+    never stored; ``x`` and ``y`` may differ in dtype, ``out`` has its own."""
+    rows = tl.program_id(0) * BM + tl.arange(0, BM)
+    cols = tl.arange(0, BN)
+    c_ok = cols < N
+    ok = (rows[:, None] < M) & c_ok[None, :]
+    offs = rows[:, None] * N + cols[None, :]
+    total = (tl.load(x_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+             + tl.load(y_ptr + offs, mask=ok, other=0.0).to(tl.float32))
+    mean = tl.sum(total, axis=1) / N
+    centred = tl.where(ok, total - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, axis=1) / N + eps)
+    w = tl.load(w_ptr + cols, mask=c_ok, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + cols, mask=c_ok, other=0.0).to(tl.float32)
+    out = centred * rstd[:, None] * w[None, :] + b[None, :]
+    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=ok)
+
+
 #: Autotune timings kept on disk across runs, where this triton's autotune offers it (3.6 does).
 _CACHE = ({"cache_results": True}
           if "cache_results" in inspect.signature(triton.autotune).parameters else {})
@@ -98,3 +121,6 @@ gemm_tuned = triton.autotune(
 first_tuned = triton.autotune(
     [triton.Config({"BT": bt, "BC": bc}, num_warps=w) for bt, bc, w in FIRST_TILES],
     key=["C", "STRIDE"], **_CACHE)(first)
+add_norm_tuned = triton.autotune(
+    [triton.Config({"BM": bm}, num_warps=w) for bm, w in ADD_NORM_TILES],
+    key=["N"], **_CACHE)(add_norm)

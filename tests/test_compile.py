@@ -14,7 +14,8 @@ from tests.test_mert import TINY
 
 @pytest.mark.slow
 @pytest.mark.parametrize("routes", [{}, {"EMBENCH_FEATURE_ENCODER": "fused",
-                                         "EMBENCH_FFN": "fused"}])
+                                         "EMBENCH_FFN": "fused",
+                                         "EMBENCH_ENCODER_LAYER": "fused"}])
 def test_compiled_forward_equals_eager_without_our_graph_breaks(routes, monkeypatch):
     for variable, value in routes.items():
         monkeypatch.setenv(variable, value)

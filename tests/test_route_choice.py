@@ -106,11 +106,11 @@ def test_installed_auto_routes_pick_the_fused_kernels_when_they_are_fastest(time
     first batch (a timer that calls the fused and FFT routes fastest), the model's result stays
     the modules', and the choices are reported."""
     torch.manual_seed(0)
-    model = HubertModel(HubertConfig(**TINY)).eval()
+    model = HubertModel(HubertConfig(**TINY, attn_implementation="sdpa")).eval()
     x = 0.1 * torch.randn(MIN_BATCH, 8000)
     with torch.inference_mode():
         ref = model(x, output_hidden_states=True).hidden_states
-    for variable in ("EMBENCH_UNFOLD_CONV", "EMBENCH_FEATURE_ENCODER", "EMBENCH_FFN"):
+    for variable in route_choice.ROUTE_VARIABLES:
         monkeypatch.delenv(variable, raising=False)  # the defaults: auto
     ranks = {"fused": 1.0, "fft": 1.0, "gemm": 2.0, "pos": 2.0, "module": 3.0}
     names = iter([])
@@ -122,13 +122,16 @@ def test_installed_auto_routes_pick_the_fused_kernels_when_they_are_fastest(time
     assert fast_conv.install(model) == ["encoder.pos_conv_embed.conv"]
     assert gemm_features.install(model)
     assert len(fused_routes.install_ffn(model)) == TINY["num_hidden_layers"]
+    assert len(fused_routes.install_layers(model)) == TINY["num_hidden_layers"]
     choices = model.__dict__["_embench_route_choices"]
     for choice in choices:
         choice.timer = timer
     # each choice times its default first, then the others in order
     order = {c.what: [c.default] + [n for n in c.candidates if n != c.default] for c in choices}
+    layer = "encoder layer: one q/k/v GEMM, add + LayerNorm fused"
+    # the layer's reference run (its module) meets the FFN first, which decides then
     names = iter(order["CNN feature encoder"] + order["positional conv"]
-                 + order["FFN first Linear + GELU"])
+                 + order["FFN first Linear + GELU"] + order[layer])
     with torch.inference_mode():
         got = model(x, output_hidden_states=True).hidden_states
     for a, b in zip(got, ref, strict=True):
@@ -137,5 +140,6 @@ def test_installed_auto_routes_pick_the_fused_kernels_when_they_are_fastest(time
     assert [n.split(" (")[0] for n in notes] == [
         f"positional conv: fft for {MIN_BATCH} x [{TINY['hidden_size']}, 24] float32",
         f"CNN feature encoder: fused for {MIN_BATCH} x [8000] float32",
-        f"FFN first Linear + GELU: fused for {MIN_BATCH} x [24, {TINY['hidden_size']}] float32"]
+        f"FFN first Linear + GELU: fused for {MIN_BATCH} x [24, {TINY['hidden_size']}] float32",
+        f"{layer}: fused for {MIN_BATCH} x [24, {TINY['hidden_size']}] float32"]
     assert all("rejected" not in n for n in notes)

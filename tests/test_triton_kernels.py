@@ -36,7 +36,7 @@ def results() -> dict[str, float]:
 
 CASES = [f"{case} {dtype}" for dtype in TOLERANCE
          for case in ("conv k3", "conv k2", "linear gelu=True", "linear gelu=False",
-                      "first layer")]
+                      "first layer", "add norm", "add norm fp32 residual")]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -110,3 +110,29 @@ def test_first_layer_kernel_compiles_for_hopper_with_wgmma():
         compiled = triton.compile(ASTSource(triton_kernels.first, signature, constants, attrs),
                                   target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
         assert "wgmma.mma_async" in compiled.asm["ptx"], (bt, bc, warps)
+
+
+def test_add_norm_kernel_compiles_for_hopper_at_every_tile():
+    """Each autotuned row block of the residual add + LayerNorm compiles for sm_90 with a bf16
+    residual and branch, at MERT-95M's width (768, a 1,024 block) and MERT-330M's (1,024), to
+    vectorised loads and stores (a bandwidth-bound kernel lives on them)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from embench_plugins import triton_kernels
+
+    args = ["x_ptr", "y_ptr", "w_ptr", "b_ptr", "out_ptr", "M", "N", "eps"]
+    for width in (768, 1024):
+        for bm, warps in triton_kernels.ADD_NORM_TILES:
+            signature = {name: "*bf16" for name in args[:5]}
+            signature.update({"M": "i32", "N": "i32", "eps": "fp32"})
+            constants = {"BM": bm, "BN": triton.next_power_of_2(width)}
+            signature.update(dict.fromkeys(constants, "constexpr"))
+            attrs = {(args.index(name),): [["tt.divisibility", 16]]
+                     for name in (*args[:5], "N")}
+            compiled = triton.compile(
+                ASTSource(triton_kernels.add_norm, signature, constants, attrs),
+                target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+            ptx = compiled.asm["ptx"]  # 128-bit accesses: 8 bf16 per thread per load/store
+            assert "ld.global.v4.b32" in ptx and "st.global.v4.b32" in ptx, (width, bm, warps)

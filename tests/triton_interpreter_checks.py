@@ -26,6 +26,10 @@ def _poisoned_output(rows, slack, width, like):
     return out
 
 
+def _poisoned_like(x):
+    return torch.full_like(x, float("nan"))
+
+
 def _error(got: torch.Tensor, ref: torch.Tensor) -> float:
     if torch.isnan(got).any():
         return float("nan")
@@ -34,6 +38,7 @@ def _error(got: torch.Tensor, ref: torch.Tensor) -> float:
 
 def main() -> int:
     triton_gemm.slack_output = _poisoned_output
+    triton_gemm.norm_output = _poisoned_like
     assert triton_gemm.interpreting() and not triton_gemm.kernels().tuned
     gen = torch.Generator().manual_seed(0)
     results = {}
@@ -70,6 +75,18 @@ def main() -> int:
                                                   3, True)
         results[f"first layer {name}"] = _error(got, ref)
         results[f"first layer {name} slack zero"] = float(got[-3:].abs().max())
+        # residual add + LayerNorm: 11 rows (not a multiple of BM = 4) of width 40 (not a power
+        # of two), an fp32 residual with a low-precision branch (autocast) and both low
+        x = (3.0 + torch.randn(11, 40, generator=gen)).to(dtype)
+        y = torch.randn(11, 40, generator=gen).to(dtype)
+        w, b = torch.randn(40, generator=gen), torch.randn(40, generator=gen)
+        for label, residual in (("", x), (" fp32 residual", x.float())):
+            got = triton_gemm.add_layer_norm(residual, y, w.to(dtype), b.to(dtype), 1e-5)
+            assert got.dtype == residual.dtype
+            ref = fused_ops.add_layer_norm_reference(residual.float(), y.float(),
+                                                     w.to(dtype).float(), b.to(dtype).float(),
+                                                     1e-5)
+            results[f"add norm{label} {name}"] = _error(got, ref)
     json.dump(results, sys.stdout)
     return 0
 
