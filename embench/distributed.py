@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from embench.errors import EmbenchError
 
@@ -44,15 +45,19 @@ class Ranks:
     def shard(self) -> tuple[int, int] | None:
         return (self.rank, self.world_size) if self.active else None
 
-    def gather_ok(self, error: str | None) -> list[str | None]:
-        """Meet every rank; return each rank's error (``None`` for success)."""
+    def gather(self, value: Any) -> list[Any]:
+        """Meet every rank; return each rank's ``value`` (picklable), in rank order."""
         if not self.active:
-            return [error]
+            return [value]
         import torch.distributed as dist
 
-        errors: list[str | None] = [None] * self.world_size
-        dist.all_gather_object(errors, error)
-        return errors
+        values: list[Any] = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+    def gather_ok(self, error: str | None) -> list[str | None]:
+        """Meet every rank; return each rank's error (``None`` for success)."""
+        return self.gather(error)
 
     def failures(self, error: str | None) -> list[str]:
         """Meet every rank with this rank's error (``None``: success); return ``"rank r:

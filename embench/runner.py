@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 import sys
 import time
 import traceback
@@ -161,7 +162,7 @@ def _run_pairs(spec: RunSpec, result: RunResult, save: Callable[[], None], encod
             except Exception as exc:
                 _record_failure(result, encoder.name, task.name, protocols[task.name], exc, log)
             save()
-        _record_routes(result, encoder)
+        _record_routes(result, encoder, ranks)
         if encoder.loaded:
             encoder.unload()
             if device.type == "cuda":
@@ -170,13 +171,28 @@ def _run_pairs(spec: RunSpec, result: RunResult, save: Callable[[], None], encod
                 torch.cuda.empty_cache()
 
 
-def _record_routes(result: RunResult, encoder) -> None:
-    """Keep what the encoder's ``auto`` kernel routes chose (optional ``route_notes()``)."""
+def _record_routes(result: RunResult, encoder, ranks) -> None:
+    """Keep what the encoder's ``auto`` kernel routes chose (optional ``route_notes()``).
+
+    Under torchrun each rank times its own routes, so its shards may differ from another's at
+    rounding level; every rank meets here once per encoder, and a decision of another rank that
+    rank 0 did not make is kept too, as ``rank r: ...`` (the README says how to force one
+    route everywhere)."""
     notes = getattr(encoder, "route_notes", None)
     lines = notes() if callable(notes) and encoder.loaded else []
+    per_rank = ranks.gather(lines)
+    main = {_decision(line) for line in per_rank[0]}
+    lines = [*per_rank[0], *(f"rank {rank}: {line}" for rank, rank_lines in enumerate(per_rank)
+                             for line in rank_lines if rank and _decision(line) not in main)]
     if lines:
         known = result.provenance.kernel_routes.setdefault(encoder.name, [])
         known.extend(line for line in lines if line not in known)
+
+
+def _decision(note: str) -> str:
+    """``"part: route for [shape] dtype"`` of a route note ``"part: route for B x [shape]
+    dtype (times)"``: what was chosen for which input, not the batch or the times."""
+    return re.sub(r" for \d+ x ", " for ", note.split(" (", 1)[0])
 
 
 def _record_failure(result: RunResult, encoder: str, task: str, protocol: str,

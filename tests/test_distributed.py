@@ -64,3 +64,34 @@ def test_world_size_without_rank_says_how_to_launch(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     with pytest.raises(EmbenchError, match="torchrun --nproc-per-node"):
         distributed.from_environment("auto")
+
+
+class _TwoRanks(distributed.Ranks):
+    """Rank 0 of two, whose peer reports ``peer``'s route notes (no process group)."""
+
+    def __init__(self, peer: list[str]):
+        super().__init__(rank=0, world_size=2)
+        object.__setattr__(self, "peer", peer)
+
+    def gather(self, value):
+        return [value, self.peer]
+
+
+def test_route_choices_another_rank_made_differently_are_recorded():
+    """Each rank times its own routes; rank 0's result keeps its own choices and, tagged, any
+    other rank's that differ (not the same choice at another batch size or time)."""
+    from types import SimpleNamespace
+
+    from embench.runner import _record_routes
+
+    ours = ["FFN first Linear + GELU: fused for 256 x [375, 768] bfloat16 (fused 1.0 ms, "
+            "module 1.2 ms)", "positional conv: fft for 256 x [768, 375] bfloat16 (fft 0.3 ms)"]
+    peer = ["FFN first Linear + GELU: fused for 200 x [375, 768] bfloat16 (fused 0.9 ms, "
+            "module 1.1 ms)", "positional conv: pos for 256 x [768, 375] bfloat16 (pos 0.2 ms, "
+            "fft 0.3 ms)"]
+    encoder = SimpleNamespace(name="mert-v1-95m", loaded=True, route_notes=lambda: ours)
+    result = SimpleNamespace(provenance=SimpleNamespace(kernel_routes={}))
+    _record_routes(result, encoder, _TwoRanks(peer))
+    assert result.provenance.kernel_routes == {"mert-v1-95m": [*ours, f"rank 1: {peer[1]}"]}
+    _record_routes(result, encoder, distributed.Ranks())  # one process: its own notes, once
+    assert len(result.provenance.kernel_routes["mert-v1-95m"]) == 3
