@@ -238,8 +238,17 @@ def supports_layer(layer: torch.nn.Module) -> bool:
     return (all(isinstance(p, torch.nn.Linear) and p.bias is not None for p in projections)
             and all(isinstance(n, torch.nn.LayerNorm) and n.weight is not None
                     and n.bias is not None for n in norms)
-            and all(hasattr(attn, a) for a in ("num_heads", "head_dim", "scaling", "config"))
+            and all(hasattr(attn, a) for a in ("num_heads", "head_dim", "scaling"))
             and hasattr(layer, "feed_forward"))
+
+
+def runs_sdpa(attn: torch.nn.Module) -> bool:
+    """Whether an attention block computes scaled-dot-product attention through SDPA, as the
+    fused layer does (not eager attention: the seed-style baseline's)."""
+    config = getattr(attn, "config", None)
+    if config is not None:  # transformers 5: one class, the implementation in the config
+        return getattr(config, "_attn_implementation", None) == "sdpa"
+    return "Sdpa" in type(attn).__name__  # transformers 4: a class per implementation
 
 
 class _ProjectionCache:
@@ -343,12 +352,14 @@ def _wrap_layer(layer: torch.nn.Module, choice: route_choice.RouteChoice | None)
     cache = _ProjectionCache()
     as_tuple = _layers_return_tuples()
 
-    def forward(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                **kwargs):
-        if (torch.is_grad_enabled() or layer.training or attention_mask is not None
-                or kwargs.get("output_attentions")
-                or getattr(layer.attention.config, "_attn_implementation", None) != "sdpa"):
-            return own(hidden_states, attention_mask=attention_mask, **kwargs)
+    def forward(hidden_states: torch.Tensor, *args, **kwargs):
+        # transformers 4 passes (attention_mask, output_attentions) positionally when
+        # checkpointing, 5 by keyword
+        mask = args[0] if args else kwargs.get("attention_mask")
+        attentions = args[1] if len(args) > 1 else kwargs.get("output_attentions")
+        if (torch.is_grad_enabled() or layer.training or mask is not None or attentions
+                or not runs_sdpa(layer.attention)):
+            return own(hidden_states, *args, **kwargs)
         if choice is None:
             out = encoder_layer(layer, hidden_states, cache)
         else:
