@@ -236,8 +236,12 @@ def cuda_pooling_on_cpu():
     def bmm_dtype(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
         return torch.bmm(a.to(out_dtype), b.to(out_dtype))
 
+    if "dtype" not in torch.ops.aten.bmm.overloads():  # an older torch: CUDA copies too
+        yield
+        return
     lib = torch.library.Library("aten", "IMPL")
-    lib.impl("bmm.dtype", bmm_dtype, "CPU")
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("aten::bmm.dtype", "CPU"):
+        lib.impl("bmm.dtype", bmm_dtype, "CPU")  # a torch with its own CPU kernel keeps it
     added = "cpu" not in windowing.FP32_SUMS_FROM_LOW_PRECISION
     windowing.FP32_SUMS_FROM_LOW_PRECISION.add("cpu")
     try:
@@ -252,7 +256,7 @@ def record(encoder, windows: int, precision: str) -> tuple[list[OpRecord], float
     """Records one in-memory extraction of ``windows`` windows (one batch) by ``encoder``,
     already prepared for ``precision`` on its device, after an unrecorded one: what a model
     computes once (e.g. a weight spectrum) is not per batch. Pooling runs as on CUDA
-    (:func:`cuda_pooling_on_cpu`)."""
+    (:func:`cuda_pooling_on_cpu`), where the low-precision read exists in this torch."""
     from embench.batching import BatchSizer
     from embench.extract import embed_group
 

@@ -115,6 +115,8 @@ def cpu_reads_low_precision(monkeypatch):
     lib._destroy()
 
 
+@pytest.mark.skipif("dtype" not in torch.ops.aten.bmm.overloads(),
+                    reason="this torch has no bmm with an fp32 output (its pooling copies)")
 def test_where_bmm_writes_fp32_the_frames_are_read_as_they_are(cpu_reads_low_precision):
     frames = torch.randn(4, 40, 8, generator=torch.Generator().manual_seed(1)).bfloat16()
     pooled = _pool_many(frames)
