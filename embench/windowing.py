@@ -10,6 +10,7 @@ whole, at their own length.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -71,7 +72,15 @@ def frame_sums(assign: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
     frames are converted first. Autocast is off either way: sums never round to bf16."""
     with torch.autocast(frames.device.type, enabled=False):
         if reads_low_precision(frames):
-            return torch.bmm(assign.to(frames.dtype), frames, out_dtype=torch.float32)
+            try:
+                return torch.bmm(assign.to(frames.dtype), frames, out_dtype=torch.float32)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except RuntimeError as exc:  # a build or library without it: copy, as before
+                FP32_SUMS_FROM_LOW_PRECISION.discard(frames.device.type)
+                warnings.warn(f"bmm with an fp32 output failed on {frames.device.type} "
+                              f"({type(exc).__name__}: {str(exc)[:200]}); pooling copies "
+                              f"hidden states to fp32 first from now on", stacklevel=2)
         return torch.bmm(assign.float(), frames.float())
 
 

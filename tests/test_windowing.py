@@ -129,3 +129,16 @@ def test_where_bmm_writes_fp32_the_frames_are_read_as_they_are(cpu_reads_low_pre
         torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
     assert not windowing.reads_low_precision(frames.float())  # fp32 is never re-cast
 
+
+
+def test_a_device_without_the_fp32_output_bmm_falls_back_to_the_copy(monkeypatch):
+    """Where the low-precision read fails (here: the CPU, which has no such kernel), pooling
+    says so once and copies instead; the result is the same and nothing already pooled is
+    lost."""
+    monkeypatch.setattr(windowing, "FP32_SUMS_FROM_LOW_PRECISION", {"cpu"})
+    frames = torch.randn(4, 40, 8, generator=torch.Generator().manual_seed(2)).bfloat16()
+    with pytest.warns(UserWarning, match="pooling copies hidden states to fp32"):
+        pooled = _pool_many(frames)
+    assert not windowing.FP32_SUMS_FROM_LOW_PRECISION
+    for ours, ref in zip(pooled, _pool_many(frames.float()), strict=True):
+        torch.testing.assert_close(ours, ref, rtol=0, atol=0)
