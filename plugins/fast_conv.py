@@ -93,13 +93,22 @@ def fft_length(n: int) -> int:
         m += 2
 
 
-def weight_spectrum(weight: torch.Tensor, groups: int, length: int) -> torch.Tensor:
+def weight_spectrum(weight: torch.Tensor, groups: int, length: int,
+                    padding: int = 0) -> torch.Tensor:
     """``conj(rfft(weight))`` as ``[frequencies, groups, in per group, out per group]``
-    complex64: the right-hand matrices of :func:`fft_conv1d`'s per-frequency products."""
+    complex64: the right-hand matrices of :func:`fft_conv1d`'s per-frequency products.
+
+    ``padding``: the conv's left zero padding, as the kernel's circular shift by ``-padding``
+    (a phase on every frequency), so the input needs no padded copy: output ``t`` then reads
+    input ``t + k - padding``, and the taps left of the input wrap into the zeros that rfft
+    appends past it (``length`` covers the input and both paddings)."""
     import torch
 
-    out_channels, group_channels, _ = weight.shape
-    spectrum = torch.fft.rfft(weight.float(), n=length).conj()  # [O, Cg, F]
+    out_channels, group_channels, kernel = weight.shape
+    placed = weight.float().new_zeros(out_channels, group_channels, length)
+    placed[..., :kernel] = weight.float()
+    placed = torch.roll(placed, -padding, dims=-1)
+    spectrum = torch.fft.rfft(placed).conj()  # [O, Cg, F]
     spectrum = spectrum.reshape(groups, out_channels // groups, group_channels, -1)
     return spectrum.permute(3, 0, 2, 1).contiguous()  # laid out as the batched matmul reads it
 
@@ -118,7 +127,6 @@ def fft_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     ``spectrum``: :func:`weight_spectrum` of ``weight`` for this input length, if cached.
     """
     import torch
-    import torch.nn.functional as F
 
     if stride != 1:
         raise ValueError(f"fft_conv1d needs stride 1, got {stride}")
@@ -133,16 +141,22 @@ def fft_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     length = fft_length(padded)  # correlation outputs 0..steps-1 never wrap around
     with torch.autocast(x.device.type, enabled=False):
         if spectrum is None:
-            spectrum = weight_spectrum(weight, groups, length)
-        # zeros on the right come from rfft's own padding to ``length``
-        spec = torch.fft.rfft(F.pad(x.float(), (padding, 0)), n=length)  # [B, C, F]
+            spectrum = weight_spectrum(weight, groups, length, padding)
+        # the input cast to fp32 straight into a buffer of the FFT's length (one copy, not a
+        # cast then a pad), zeros after it; the left padding is in the weight's spectrum
+        signal = torch.empty(batch, channels, length, dtype=torch.float32, device=x.device)
+        signal[..., :steps_in] = x
+        signal[..., steps_in:] = 0
+        spec = torch.fft.rfft(signal)  # [B, C, F]
         spec = spec.reshape(batch, groups, group_channels, -1).permute(3, 1, 0, 2)
         y = torch.matmul(spec, spectrum)  # [F, G, B, Og]
         y = torch.fft.irfft(y.permute(2, 1, 3, 0).reshape(batch, out_channels, -1), n=length)
         y = y[..., :steps]
-        if bias is not None:
-            y = y + bias.float().unsqueeze(1)
-    return y.to(out_dtype)
+        if bias is None:
+            return y.to(out_dtype)
+        # the bias added in fp32 and the sum rounded to the output dtype in one pass
+        out = torch.empty(batch, out_channels, steps, dtype=out_dtype, device=x.device)
+        return torch.add(y, bias.float().unsqueeze(1), out=out)
 
 
 def channels_last_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -204,7 +218,7 @@ def cached_fft(conv: torch.nn.Conv1d) -> Callable:
         key = (length, x.device, state)
         if key not in cache:
             cache.clear()  # one entry: a new length or new weights replace the old spectrum
-            cache[key] = weight_spectrum(weight, groups, length)
+            cache[key] = weight_spectrum(weight, groups, length, padding)
         return fft_conv1d(x, weight, bias, stride, padding, groups, cache[key])
 
     return how
