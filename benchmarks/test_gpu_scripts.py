@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS = {  # script: (arguments, a line its last table must contain)
     "gpu.py": (["--encoders", "mert-v1-95m"], "| mert-v1-95m | fp32 |"),
     "gpu_variants.py": (["--encoders", "mert-v1-95m", "--compile"],
-                        "| mert-v1-95m | bf16 | fused+compile |"),
+                        "| mert-v1-95m | bf16 | fused+layer+compile |"),
     "gpu_e2e.py": ([], "steady state"),
     "gpu_profile.py": ([], "decode threads=1"),
 }

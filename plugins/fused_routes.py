@@ -248,7 +248,7 @@ def runs_sdpa(attn: torch.nn.Module) -> bool:
     config = getattr(attn, "config", None)
     if config is not None:  # transformers 5: one class, the implementation in the config
         return getattr(config, "_attn_implementation", None) == "sdpa"
-    return "Sdpa" in type(attn).__name__  # transformers 4: a class per implementation
+    return "Sdpa" in type(attn).__name__  # older releases: a class per implementation
 
 
 class _ProjectionCache:
@@ -350,11 +350,11 @@ def _wrap_layer(layer: torch.nn.Module, choice: route_choice.RouteChoice | None)
     if getattr(own, "embench_fused_layer", False):
         return False
     cache = _ProjectionCache()
-    as_tuple = _layers_return_tuples()
+    returns: list = []  # what ``own`` returns besides the hidden states, learnt once
 
     def forward(hidden_states: torch.Tensor, *args, **kwargs):
-        # transformers 4 passes (attention_mask, output_attentions) positionally when
-        # checkpointing, 5 by keyword
+        # (attention_mask, output_attentions) by keyword, or positionally (older releases'
+        # gradient checkpointing)
         mask = args[0] if args else kwargs.get("attention_mask")
         attentions = args[1] if len(args) > 1 else kwargs.get("output_attentions")
         if (torch.is_grad_enabled() or layer.training or mask is not None or attentions
@@ -364,7 +364,9 @@ def _wrap_layer(layer: torch.nn.Module, choice: route_choice.RouteChoice | None)
             out = encoder_layer(layer, hidden_states, cache)
         else:
             out = choice(hidden_states, layer, own, cache)
-        return (out,) if as_tuple else out
+        if not returns:  # older releases return a tuple led by the states (5.0: 2 entries)
+            returns.append(own(hidden_states[:1, :1], *args, **kwargs))  # one frame: cheap
+        return _shaped_like(returns[0], out)
 
     forward.embench_fused_layer = True
     layer.forward = forward
@@ -376,8 +378,9 @@ def _hidden(out):
     return out[0] if isinstance(out, tuple) else out
 
 
-def _layers_return_tuples() -> bool:
-    """transformers 4's encoder layers return ``(hidden_states,)``; 5's return the tensor."""
-    import transformers
-
-    return int(transformers.__version__.split(".")[0]) < 5
+def _shaped_like(own_output, hidden: torch.Tensor):
+    """``hidden`` returned the way the layer's own forward returns its states: bare, or first
+    in a tuple whose other entries (attention weights, not asked for) are ``None``."""
+    if isinstance(own_output, tuple):
+        return (hidden, *([None] * (len(own_output) - 1)))
+    return hidden

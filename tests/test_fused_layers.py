@@ -104,3 +104,19 @@ def test_pre_norm_layers_and_unknown_settings(monkeypatch):
     monkeypatch.setenv("EMBENCH_ENCODER_LAYER", "triton")
     with pytest.raises(ValueError, match="EMBENCH_ENCODER_LAYER must be one of auto, module"):
         fused_routes.install_layers(_model())
+
+
+def test_a_layer_whose_forward_returns_a_tuple_gets_one_back():
+    """Older transformers releases return ``(hidden_states, attention_weights)`` from a layer
+    (5.0) or ``(hidden_states,)`` (4.x); the route answers in the layer's own shape."""
+    model = _model()
+    layer = model.encoder.layers[0]
+    plain = layer.forward
+    layer.forward = lambda h, *args, **kwargs: (plain(h, *args, **kwargs), None)
+    assert fused_routes.install_layers(model, "fused") == LAYERS
+    h = torch.randn(2, 7, TINY["hidden_size"], generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        out = layer(h)
+        assert isinstance(out, tuple) and len(out) == 2 and out[1] is None
+        torch.testing.assert_close(out[0], plain(h), rtol=1e-5, atol=1e-5)
+        assert isinstance(model.encoder.layers[1](h), torch.Tensor)  # an unchanged layer
