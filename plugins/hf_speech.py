@@ -248,13 +248,19 @@ class HFFrameEncoder(Encoder):
         # fp32 master weights whatever the checkpoint stores (transformers 5 loads dtype="auto"):
         # the core runs fp32 on CPU and bf16 autocast on CUDA, and caches under that name.
         self.model = model.to(device=device, dtype=torch.float32).eval()
-        from embench_plugins import fast_conv, folded_norm, fused_routes, gemm_features
+        from embench_plugins import (
+            fast_conv,
+            folded_norm,
+            fused_layers,
+            fused_routes,
+            gemm_features,
+        )
 
         fast_conv.install(self.model)  # cuDNN's grouped positional conv is slow
         folded_norm.install(self.model)  # first conv + GroupNorm as one matmul
         gemm_features.install(self.model)  # auto: timed on CUDA, the module elsewhere
         fused_routes.install_ffn(self.model)  # auto: timed on CUDA, the module elsewhere
-        fused_routes.install_layers(self.model)  # auto: timed on CUDA, the module elsewhere
+        fused_layers.install_layers(self.model)  # auto: timed on CUDA, the module elsewhere
         self.device, self.weights = device, weights
 
     def route_notes(self) -> list[str]:

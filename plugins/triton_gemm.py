@@ -1,4 +1,4 @@
-"""Two Triton kernels that write a layer's output once, activation included.
+"""Triton kernels that write a layer's output once, activation (or norm) included.
 
 Why: ``benchmarks/roofline.py`` counts that, run as one kernel per op, a fifth of MERT-95M's
 bytes are GELU passes and the CNN feature encoder's convolutions run off the GEMM path. A GEMM
@@ -16,6 +16,9 @@ whose rows overlap (see :func:`gemm_act`), so one kernel serves the CNN's layers
 
 Both accumulate in fp32 and return ``rows + slack`` rows whose last ``slack`` rows are zero,
 so the next convolution's last taps read zeros, never memory past the buffer.
+
+- :func:`add_layer_norm`: ``LayerNorm(x + y)``, a post-LN transformer's residual add and the
+  norm after it as one read of each input and one write (``fused_layers``).
 
 Kernels are imported on first use (``triton`` is imported lazily; the CPU never needs it).
 The test suite runs them on the CPU through Triton's interpreter (:func:`interpreting`; fp32

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
 
-from embench_plugins import fused_ops, fused_routes  # noqa: F401 (registers the ops)
+from embench_plugins import fused_layers, fused_ops  # noqa: F401 (fused_ops: the ops)
 from tests.test_fused_routes import bf16_as_close_to_fp32
 from tests.test_mert import TINY
 
@@ -30,8 +30,8 @@ def _model(kind=HubertModel, config=HubertConfig, attention="sdpa", **overrides)
 
 def _counted(monkeypatch) -> list[int]:
     calls: list[int] = []
-    real = fused_routes.encoder_layer
-    monkeypatch.setattr(fused_routes, "encoder_layer",
+    real = fused_layers.encoder_layer
+    monkeypatch.setattr(fused_layers, "encoder_layer",
                         lambda *a: calls.append(1) or real(*a))
     return calls
 
@@ -61,8 +61,8 @@ def test_fused_layers_give_every_hidden_state_of_the_modules(kind, config, monke
     with torch.inference_mode():
         ref = model(x, output_hidden_states=True).hidden_states
     keys = set(model.state_dict())
-    assert fused_routes.install_layers(model, "fused") == LAYERS
-    assert fused_routes.install_layers(model, "fused") == []  # idempotent
+    assert fused_layers.install_layers(model, "fused") == LAYERS
+    assert fused_layers.install_layers(model, "fused") == []  # idempotent
     assert set(model.state_dict()) == keys
     calls = _counted(monkeypatch)
     with torch.inference_mode():
@@ -73,20 +73,20 @@ def test_fused_layers_give_every_hidden_state_of_the_modules(kind, config, monke
 
 
 def test_fused_layers_in_bf16_stay_as_close_to_fp32_as_the_modules():
-    ours = bf16_as_close_to_fp32(_model(), lambda m: fused_routes.install_layers(m, "fused"), 4)
+    ours = bf16_as_close_to_fp32(_model(), lambda m: fused_layers.install_layers(m, "fused"), 4)
     assert {b.dtype for b in ours} == {torch.bfloat16}
 
 
 def test_training_masks_and_eager_attention_keep_the_modules(monkeypatch):
     model, x = _model(layerdrop=0.0), 0.1 * torch.randn(2, 16_000)  # no layer skipped
-    fused_routes.install_layers(model, "fused")
+    fused_layers.install_layers(model, "fused")
     calls = _counted(monkeypatch)
     model.train()
     model(x).last_hidden_state.sum().backward()
     assert model.encoder.layers[0].attention.q_proj.weight.grad is not None
     model.eval()
     eager = _model(attention="eager")  # the seed-style baseline's attention
-    fused_routes.install_layers(eager, "fused")
+    fused_layers.install_layers(eager, "fused")
     with torch.inference_mode():
         mask = torch.ones(2, 16_000, dtype=torch.long)
         mask[1, 8000:] = 0
@@ -99,11 +99,11 @@ def test_training_masks_and_eager_attention_keep_the_modules(monkeypatch):
 
 
 def test_pre_norm_layers_and_unknown_settings(monkeypatch):
-    assert fused_routes.install_layers(_model(do_stable_layer_norm=True), "fused") == []
-    assert fused_routes.install_layers(_model(), "module") == []
+    assert fused_layers.install_layers(_model(do_stable_layer_norm=True), "fused") == []
+    assert fused_layers.install_layers(_model(), "module") == []
     monkeypatch.setenv("EMBENCH_ENCODER_LAYER", "triton")
     with pytest.raises(ValueError, match="EMBENCH_ENCODER_LAYER must be one of auto, module"):
-        fused_routes.install_layers(_model())
+        fused_layers.install_layers(_model())
 
 
 def test_a_layer_whose_forward_returns_a_tuple_gets_one_back():
@@ -113,7 +113,7 @@ def test_a_layer_whose_forward_returns_a_tuple_gets_one_back():
     layer = model.encoder.layers[0]
     plain = layer.forward
     layer.forward = lambda h, *args, **kwargs: (plain(h, *args, **kwargs), None)
-    assert fused_routes.install_layers(model, "fused") == LAYERS
+    assert fused_layers.install_layers(model, "fused") == LAYERS
     h = torch.randn(2, 7, TINY["hidden_size"], generator=torch.Generator().manual_seed(5))
     with torch.inference_mode():
         out = layer(h)

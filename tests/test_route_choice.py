@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import HubertConfig, HubertModel
 
-from embench_plugins import fast_conv, fused_routes, gemm_features, route_choice
+from embench_plugins import fast_conv, fused_layers, fused_routes, gemm_features, route_choice
 from embench_plugins.route_choice import MIN_BATCH, RouteChoice
 from tests.test_mert import TINY
 
@@ -122,7 +122,7 @@ def test_installed_auto_routes_pick_the_fused_kernels_when_they_are_fastest(time
     assert fast_conv.install(model) == ["encoder.pos_conv_embed.conv"]
     assert gemm_features.install(model)
     assert len(fused_routes.install_ffn(model)) == TINY["num_hidden_layers"]
-    assert len(fused_routes.install_layers(model)) == TINY["num_hidden_layers"]
+    assert len(fused_layers.install_layers(model)) == TINY["num_hidden_layers"]
     choices = model.__dict__["_embench_route_choices"]
     for choice in choices:
         choice.timer = timer
