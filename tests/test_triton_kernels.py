@@ -22,7 +22,8 @@ if os.environ.get("EMBENCH_REQUIRE_TRITON") != "1":
 ROOT = Path(__file__).resolve().parent.parent
 #: Relative L2 error against the fp32 reference on the same rounded inputs: fp32 accumulation
 #: of fp32 inputs lands far under 1e-5; fp16 outputs carry their own rounding (~5e-4).
-TOLERANCE = {"float32": 1e-5, "float16": 2e-3}
+TOLERANCE = {"float32": 1e-5, "float16": 2e-3,
+             "bfloat16": 5e-4}  # against the reference rounded to bf16 the way the kernel does
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +35,11 @@ def results() -> dict[str, float]:
     return json.loads(done.stdout)
 
 
-CASES = [f"{case} {dtype}" for dtype in TOLERANCE
+CASES = [f"{case} {dtype}" for dtype in ("float32", "float16")  # bf16 dot: wrong there
          for case in ("conv k3", "conv k2", "linear gelu=True", "linear gelu=False",
-                      "first layer", "add norm", "add norm fp32 residual")]
+                      "first layer")]
+CASES += [f"{case} {dtype}" for dtype in TOLERANCE
+          for case in ("add norm", "add norm fp32 residual")]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -136,3 +139,5 @@ def test_add_norm_kernel_compiles_for_hopper_at_every_tile():
                 target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
             ptx = compiled.asm["ptx"]  # 128-bit accesses: 8 bf16 per thread per load/store
             assert "ld.global.v4.b32" in ptx and "st.global.v4.b32" in ptx, (width, bm, warps)
+            # the output rounds to nearest on the GPU (the interpreter truncates instead)
+            assert "cvt.rn.bf16x2.f32" in ptx, (width, bm, warps)
