@@ -151,7 +151,11 @@ def _wrap_layer(layer: torch.nn.Module, choice: route_choice.RouteChoice | None)
     if getattr(own, "embench_fused_layer", False):
         return False
     cache = _ProjectionCache()
-    returns: list = []  # what ``own`` returns besides the hidden states, learnt once
+    # How ``own`` returns the states (older releases: a tuple led by them; 5.0: 2 entries),
+    # learnt now from one frame, eagerly: never inside a graph ``torch.compile`` traces later
+    norm = layer.layer_norm
+    with torch.no_grad():
+        sample = own(norm.weight.new_zeros(1, 1, norm.normalized_shape[0]))
 
     def forward(hidden_states: torch.Tensor, *args, **kwargs):
         # (attention_mask, output_attentions) by keyword, or positionally (older releases'
@@ -165,9 +169,7 @@ def _wrap_layer(layer: torch.nn.Module, choice: route_choice.RouteChoice | None)
             out = encoder_layer(layer, hidden_states, cache)
         else:
             out = choice(hidden_states, layer, own, cache)
-        if not returns:  # older releases return a tuple led by the states (5.0: 2 entries)
-            returns.append(own(hidden_states[:1, :1], *args, **kwargs))  # one frame: cheap
-        return _shaped_like(returns[0], out)
+        return _shaped_like(sample, out)
 
     forward.embench_fused_layer = True
     layer.forward = forward
