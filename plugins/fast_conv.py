@@ -20,7 +20,7 @@ and ``state_dict`` do not change: only the instance's ``forward`` is wrapped.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -200,6 +200,14 @@ def _conv_call(conv: torch.nn.Conv1d, how: Callable) -> Callable[[torch.Tensor],
     return lambda x: how(x, conv.weight, conv.bias, conv.stride[0], conv.padding[0], conv.groups)
 
 
+def parameter_state(params: Iterable[torch.Tensor]) -> tuple:
+    """What changes when a parameter is moved, cast or trained in place: storage, dtype and
+    version counter (inference tensors, loaded under ``inference_mode``, keep none). The key of
+    every per-weight cache of the inference routes (spectra, GEMM operands)."""
+    return tuple((p.data_ptr(), p.dtype, None if p.is_inference() else p._version)
+                 for p in params)
+
+
 def cached_fft(conv: torch.nn.Conv1d) -> Callable:
     """:func:`fft_conv1d` for ``conv``, with the weight's spectrum computed once per input
     length and parameter state (a weight-norm parametrisation recomputes ``conv.weight`` on
@@ -212,10 +220,7 @@ def cached_fft(conv: torch.nn.Conv1d) -> Callable:
         if torch.compiler.is_compiling():  # a graph recomputes it; the lookup would break it
             return fft_conv1d(x, weight, bias, stride, padding, groups)
         length = fft_length(x.shape[-1] + 2 * padding)
-        # inference tensors (weights loaded under inference_mode) keep no version counter
-        state = tuple((p.data_ptr(), p.dtype, None if p.is_inference() else p._version)
-                      for p in conv.parameters())
-        key = (length, x.device, state)
+        key = (length, x.device, parameter_state(conv.parameters()))
         if key not in cache:
             cache.clear()  # one entry: a new length or new weights replace the old spectrum
             cache[key] = weight_spectrum(weight, groups, length, padding)

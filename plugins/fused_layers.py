@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from embench_plugins.fast_conv import parameter_state
+
 if TYPE_CHECKING:
     import torch
 
@@ -66,9 +68,7 @@ class _ProjectionCache:
         linears = (attn.q_proj, attn.k_proj, attn.v_proj)
         if torch.compiler.is_compiling():  # a graph computes it; the lookup would break it
             return _concatenated(linears)
-        params = [p for lin in linears for p in (lin.weight, lin.bias)]
-        key = tuple((p.data_ptr(), p.dtype, None if p.is_inference() else p._version)
-                    for p in params)
+        key = parameter_state(p for lin in linears for p in (lin.weight, lin.bias))
         if key != self.key:
             self.value, self.key = _concatenated(linears), key
         return self.value
@@ -100,7 +100,7 @@ def encoder_layer(layer: torch.nn.Module, hidden: torch.Tensor,
     """A post-LN encoder layer at inference (no mask, dropouts off) with q, k and v as one GEMM
     (the hidden states read once, not three times) and each residual add fused into the
     LayerNorm after it (``roofline.py``: 8 MB per audio-second of MERT-95M fewer). The FFN is
-    the block's own forward, so its route (:func:`install_ffn`) still applies."""
+    the block's own forward, so its route (``fused_routes.install_ffn``) still applies."""
     import torch.nn.functional as F
 
     attn = layer.attention

@@ -30,7 +30,7 @@ import math
 import os
 from typing import TYPE_CHECKING
 
-from embench_plugins.fast_conv import compute_dtype, wrap_inference
+from embench_plugins.fast_conv import compute_dtype, parameter_state, wrap_inference
 from embench_plugins.folded_norm import COLUMNS, foldable, folded_filters
 
 if TYPE_CHECKING:
@@ -91,8 +91,7 @@ class _WeightCache:
 
         if torch.compiler.is_compiling():  # a graph computes it; the lookup would break it
             return _gemm_operand(weight, dtype)
-        version = None if weight.is_inference() else weight._version
-        key = (weight.data_ptr(), weight.dtype, version, dtype)
+        key = (parameter_state([weight]), dtype)
         if key != self.key:
             self.value, self.key = _gemm_operand(weight, dtype), key
         return self.value
