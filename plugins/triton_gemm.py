@@ -32,7 +32,7 @@ import functools
 import os
 from collections.abc import Mapping
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -61,6 +61,17 @@ def kernels() -> SimpleNamespace:
                                tuned=False)
     return SimpleNamespace(gemm=module.gemm_tuned, first=module.first_tuned,
                            add_norm=module.add_norm_tuned, tuned=True)
+
+
+def launcher(name: str, config: Mapping[str, int] | None,
+             interpreted: Mapping[str, int]) -> tuple[Any, dict[str, int]]:
+    """Kernel ``name`` of :func:`kernels` and the tiles to launch it with: ``config`` if given
+    (fixed tiles skip the autotuner), the interpreter's ``interpreted`` tiles there, else none
+    (the autotuner picks)."""
+    ks = kernels()
+    kernel = getattr(ks, name)
+    tiles = dict(config or ({} if ks.tuned else interpreted))
+    return (kernel.fn if (tiles and ks.tuned) else kernel), tiles
 
 
 def check_reach(numel: int, width: int, lda: int, rows: int) -> None:
@@ -99,13 +110,11 @@ def gemm_act(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, lda: i
     out = slack_output(rows, slack, n, a)
     if rows == 0:
         return out
-    ks = kernels()
-    tiles = dict(config or ({} if ks.tuned else INTERPRET_GEMM))
+    launch, tiles = launcher("gemm", config, INTERPRET_GEMM)
 
     def grid(meta: Mapping[str, int]) -> tuple[int]:
         return (triton.cdiv(rows, meta["BM"]) * triton.cdiv(n, meta["BN"]),)
 
-    launch = ks.gemm.fn if (tiles and ks.tuned) else ks.gemm  # fixed tiles skip the tuner
     launch[grid](a, b, bias if bias is not None else a, out, rows, n, lda, b.stride(0),
                  b.stride(1), K=k, HAS_BIAS=bias is not None, GELU=gelu, **tiles)
     return out
@@ -130,9 +139,7 @@ def first_layer_act(wave: torch.Tensor, filters: torch.Tensor, shift: torch.Tens
     out = slack_output(batch * rows, slack, channels, wave)
     if batch * rows == 0:
         return out
-    ks = kernels()
-    tiles = dict(config or ({} if ks.tuned else INTERPRET_FIRST))
-    launch = ks.first.fn if (tiles and ks.tuned) else ks.first
+    launch, tiles = launcher("first", config, INTERPRET_FIRST)
 
     def grid(meta: Mapping[str, int]) -> tuple[int, int, int]:
         return triton.cdiv(rows, meta["BT"]), triton.cdiv(channels, meta["BC"]), batch
@@ -154,12 +161,10 @@ def add_layer_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias:
                          f"the same [rows, width]")
     x, y = x.contiguous(), y.contiguous()
     rows, width = x.shape
-    out = norm_output(x)
+    out = slack_output(rows, 0, width, x)
     if rows == 0:
         return out
-    ks = kernels()
-    tiles = dict(config or ({} if ks.tuned else INTERPRET_ADD_NORM))
-    launch = ks.add_norm.fn if (tiles and ks.tuned) else ks.add_norm
+    launch, tiles = launcher("add_norm", config, INTERPRET_ADD_NORM)
 
     def grid(meta: Mapping[str, int]) -> tuple[int]:
         return (triton.cdiv(rows, meta["BM"]),)
@@ -167,11 +172,3 @@ def add_layer_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias:
     launch[grid](x, y, weight.contiguous(), bias.contiguous(), out, rows, width, float(eps),
                  BN=triton.next_power_of_2(width), **tiles)
     return out
-
-
-def norm_output(x: torch.Tensor) -> torch.Tensor:
-    """An uninitialised tensor like ``x`` (one place, so the interpreter checks can poison
-    it)."""
-    import torch
-
-    return torch.empty_like(x)
