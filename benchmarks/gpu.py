@@ -152,7 +152,9 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             end_to_end(encoder, warm, Path(tmp) / f"warm-{name}", device, args.workers)
-            e2e = end_to_end(encoder, files, Path(tmp) / f"cache-{name}", device, args.workers)
+            e2e = end_to_end(encoder, files, Path(tmp) / f"cache-{name}", device, args.workers,
+                             log=lambda m: print(f"    {m}", flush=True) if "embedded" in m
+                             else None)  # where the main thread waited; pinned-memory growth
             mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0
             waves = noise_clips(args.memory_clips, encoder.info.sample_rate, device)
             fast, batch, _ = in_memory(encoder, waves, device, precision)

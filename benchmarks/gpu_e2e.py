@@ -1,7 +1,8 @@
 """Where end-to-end extraction time goes on a GPU: one encoder (MERT-95M unless ``--encoder``)
 from 30 s WAV files at two dataset sizes (the difference gives the steady-state rate, the
 intercept the fixed cost of a run) and with pipeline variants (``--no-variants`` skips them),
-each printing extract's own breakdown of the main thread's time.
+each printing extract's own breakdown of the main thread's time (and, where torch counts it,
+how much the pinned host memory pool grew).
 
 Run: ``python benchmarks/gpu_e2e.py [--files 1536] [--encoder clap-music]`` (``--quick``: CPU,
 tiny, checks the script).
@@ -76,6 +77,9 @@ def main() -> None:
         run(enc, files, root / "g8", device, workers, "groups of 8 batches")
         ex.BATCHES_PER_GROUP_CUDA = 4
         run(enc, files, root / "w2x", device, 2 * workers, f"{2 * workers} decode threads")
+        budget, decoding.READ_AHEAD_BYTES = decoding.READ_AHEAD_BYTES, 2**62
+        run(enc, files, root / "ahead2", device, workers, "read-ahead of two groups, no byte cap")
+        decoding.READ_AHEAD_BYTES = budget
 
 
 if __name__ == "__main__":

@@ -24,6 +24,52 @@ PIN_IN_THREADS = True
 
 Decoded = tuple[str, torch.Tensor | None, str | None]
 
+#: Decoded audio the threads may hold ahead of the encoder, in bytes. On CUDA every such clip is
+#: pinned (page-locked) host memory, which the CUDA host allocator grows block by block and never
+#: returns: two extraction groups of 30 s clips at CLAP's 48 kHz would be about 4 GiB ahead,
+#: 5.5 GiB pinned after its power-of-two rounding. One group always fits, whatever this says.
+READ_AHEAD_BYTES = 2 * 2**30
+
+
+def read_ahead_clips(group_clips: int, clip_bytes: int, threads: int,
+                     budget: int | None = None) -> int:
+    """Clips to keep decoded (or decoding) ahead of the main thread: two groups of
+    ``group_clips``, fewer where those would hold more than ``budget`` bytes of audio (default
+    :data:`READ_AHEAD_BYTES`), but never fewer than one group, since the GPU would then wait for
+    every group to decode, nor than two per thread, so no thread waits for work."""
+    by_budget = (READ_AHEAD_BYTES if budget is None else budget) // max(1, clip_bytes)
+    return max(2 * threads, group_clips, min(2 * group_clips, by_budget))
+
+
+def pinned_stats() -> dict[str, float]:
+    """Counters of the CUDA pinned host allocator that :func:`pinned_growth` reads; empty
+    without CUDA, or with a torch that does not count (``host_memory_stats`` is recent)."""
+    stats = getattr(torch.cuda.memory, "host_memory_stats", None)
+    if stats is None or not torch.cuda.is_available():
+        return {}
+    try:
+        counters = stats()
+    except RuntimeError:
+        return {}
+    keys = ("num_host_alloc", "allocated_bytes.current", "host_alloc_time.total")
+    return {k: float(counters[k]) for k in keys if k in counters}
+
+
+def pinned_growth(before: dict[str, float], after: dict[str, float]) -> str | None:
+    """What growing the pinned pool cost between two :func:`pinned_stats`, for the extraction's
+    timing line; None when no block was added. The decode threads add the blocks, with
+    ``cudaHostAlloc``, whose lock waits were long enough for torch to offer
+    ``cudaHostRegister`` instead (pytorch#108488): a run that grows the pool by gigabytes may
+    show it in any of the main thread's waits, so the line says how much it grew."""
+    def grew(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    blocks = int(grew("num_host_alloc"))
+    if blocks <= 0:
+        return None
+    return (f"pinned memory grew by {blocks} blocks ({grew('allocated_bytes.current') / 2**30:.1f}"
+            f" GiB, {grew('host_alloc_time.total') / 1e6:.1f} s allocating)")
+
 
 def decode_clip(clip: Clip, sample_rate: int, pin: bool) -> Decoded:
     """One clip as ``(clip_id, audio or None, error or None)``: errors travel back as data."""

@@ -31,7 +31,7 @@ import torch
 from embench import precision as precisions
 from embench.batching import AUTO, BatchSizer
 from embench.cache import CacheKey, EmbeddingCache, weights_fingerprint
-from embench.decoding import decoded_clips
+from embench.decoding import decoded_clips, pinned_growth, pinned_stats, read_ahead_clips
 from embench.encoder import Encoder, Weights
 from embench.errors import EmbenchError
 from embench.features import Features
@@ -240,9 +240,11 @@ class _Stopwatch:
     """Where the main thread's time goes during extraction, reported in one log line: a slow
     run then says whether decoding, the GPU or the cache writes held it up."""
 
-    def __init__(self) -> None:
+    def __init__(self, gpu: bool = False) -> None:
         self.start = time.perf_counter()
         self.waits: dict[str, float] = defaultdict(float)
+        self.gpu = gpu
+        self.pinned = pinned_stats() if gpu else {}
 
     def timed(self, stage: str, fn: Callable, *args):
         t0 = time.perf_counter()
@@ -254,8 +256,10 @@ class _Stopwatch:
     def summary(self, name: str, clips: int, audio_s: float) -> str:
         total = time.perf_counter() - self.start
         parts = ", ".join(f"{v:.1f} s {k}" for k, v in self.waits.items())
+        pinned = pinned_growth(self.pinned, pinned_stats()) if self.gpu else None
         return (f"{name}: embedded {clips} clips ({audio_s:,.0f} audio-s) in {total:.1f} s, "
-                f"{audio_s / max(total, 1e-9):,.0f} audio-s/s; main thread: {parts}")
+                f"{audio_s / max(total, 1e-9):,.0f} audio-s/s; main thread: {parts}"
+                + (f"; {pinned}" if pinned else ""))
 
 
 def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
@@ -272,34 +276,37 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
     forward: Callable | None = None
     skipped: dict[str, str] = {}
     writes: list[Future] = []
-    in_flight: tuple[list[tuple[str, torch.Tensor]], PooledBatch] | None = None
+    # A queued group keeps only its clips' ids and lengths: the decoded audio (pinned on CUDA)
+    # goes back to the allocator as soon as its copy to the device is queued, not a group later.
+    in_flight: tuple[list[tuple[str, int]], PooledBatch] | None = None
 
-    watch = _Stopwatch()
     gpu = s.device.type == "cuda"
+    watch = _Stopwatch(gpu)
     queue_label = "queuing GPU work" if gpu else "running the encoder"
     wait_label = "waiting for the GPU" if gpu else "collecting results"
 
     def store(group, pooled: PooledBatch) -> None:
         results = watch.timed(wait_label, pooled.wait)
-        shard = {cid: (len(audio) / info.sample_rate, [a.numpy() for a in layers])
-                 for (cid, audio), layers in zip(group, results, strict=True)}
+        shard = {cid: (samples / info.sample_rate, [a.numpy() for a in layers])
+                 for (cid, samples), layers in zip(group, results, strict=True)}
         while len(writes) >= 2:  # bound the memory held by unwritten shards
             watch.timed("waiting for cache writes", writes.pop(0).result)
         writes.append(writer.submit(cache.write_shard, shard))
-        bar.advance(len(group), sum(len(audio) for _, audio in group) / info.sample_rate)
+        bar.advance(len(group), sum(samples for _, samples in group) / info.sample_rate)
 
     with ThreadPoolExecutor(max_workers=1) as writer, \
             ExtractionProgress(f"extract {info.name}", len(todo), s.show_progress) as bar:
         group: list[tuple[str, torch.Tensor]] = []
         group_windows = 0
-        per_clip = [1]  # windows in the first usable clip: sizes the read-ahead
+        first_clip = [1, 0]  # windows and bytes of the first usable clip: size the read-ahead
         any_queued = False  # the first group is one batch: the GPU starts sooner
 
         def group_target(first: bool = False) -> int:
             return group_windows_target(sizer.size or 1, gpu, first)
 
-        def read_ahead() -> int:  # two full groups, from the start
-            return 2 * -(-group_target() // per_clip[0])
+        def read_ahead() -> int:  # two full groups from the start, within READ_AHEAD_BYTES
+            windows, nbytes = first_clip
+            return read_ahead_clips(-(-group_target() // windows), nbytes, s.num_workers)
 
         clips = decoded_clips(todo, info.sample_rate, s.num_workers, gpu, read_ahead)
         while True:
@@ -321,7 +328,7 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
                                else encoder.forward)
                     sizer.resolve(forward, round(info.window_s * info.sample_rate)
                                   if info.window_s else windows[0].length)
-                    per_clip[0] = len(windows)
+                    first_clip[:] = [len(windows), audio.numel() * audio.element_size()]
                 group.append((clip_id, audio))
                 group_windows += len(windows)
                 if group_windows < group_target(first=not any_queued):
@@ -332,7 +339,7 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
                 any_queued = True
                 if in_flight is not None:  # collect the previous group while this one runs
                     store(*in_flight)
-                in_flight = (group, pooled)
+                in_flight = ([(cid, len(audio)) for cid, audio in group], pooled)
                 if not gpu:  # the CPU computed it already: store it now, nothing to overlap
                     store(*in_flight)
                     in_flight = None
