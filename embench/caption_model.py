@@ -152,9 +152,21 @@ def missing_t5(name: str, exc: Exception) -> MissingWeightsError:
         f"(offline, or HF_HUB_OFFLINE=1). On a machine with network run\n"
         f"    hf download {name}\n"
         f"and copy $HF_HOME/hub here, or save the model and its tokenizer with save_pretrained "
-        f"to a folder and pass that folder as the captioner. For a model trained from scratch "
-        f"use captioner='scratch'."
+        f"to a folder and pass it as `embench run --captioner FOLDER`. For a model trained from "
+        f"scratch use --captioner scratch."
     )
+
+
+def local_captioner(captioner: str) -> Path | None:
+    """The folder ``captioner`` names, or None for a hub id (or ``"scratch"``). A name written
+    as a path (``./``, ``/``, ``~``) that is not a folder is an error, never a hub id."""
+    local = Path(captioner).expanduser()
+    if local.is_dir():
+        return local
+    if captioner.startswith((".", "/", "~")):
+        raise EmbenchError(f"captioner folder {local} does not exist; give a folder saved with "
+                           f"save_pretrained (model and tokenizer), a hub id, or 'scratch'")
+    return None
 
 
 def build_t5(captioner: str, train_captions: Sequence[str], seed: int) -> tuple[nn.Module, Any]:
@@ -172,14 +184,10 @@ def build_t5(captioner: str, train_captions: Sequence[str], seed: int) -> tuple[
             torch.manual_seed(seed)
             model = T5ForConditionalGeneration(config)
         return model, tok
-    local = Path(captioner).expanduser()
-    if captioner.startswith((".", "/", "~")) and not local.is_dir():
-        raise EmbenchError(f"captioner folder {local} does not exist")
+    source = str(local_captioner(captioner) or captioner)
     try:
-        model = T5ForConditionalGeneration.from_pretrained(
-            str(local) if local.is_dir() else captioner, local_files_only=True)
-        tok = AutoTokenizer.from_pretrained(
-            str(local) if local.is_dir() else captioner, local_files_only=True)
+        model = T5ForConditionalGeneration.from_pretrained(source, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise missing_t5(captioner, exc) from exc
     if model.config.decoder_start_token_id is None:

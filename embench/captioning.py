@@ -218,7 +218,8 @@ def evaluate_captioning(
     """Train a captioner on ``ctx.features`` once per seed and score its test captions.
 
     ``captioner``: ``"scratch"`` (small T5, word tokenizer from training captions), a local
-    ``save_pretrained`` folder, or a hub id such as ``"t5-small"`` (local cache only).
+    ``save_pretrained`` folder, or a hub id such as ``"t5-small"`` (local cache only): the
+    task's default; ``ctx.captioner`` (the user's ``--captioner``) takes precedence.
     ``layer``: an index, ``"auto"`` (best validation nearest-neighbour ``main_metric``, ties to
     the lowest layer) or ``"mix"`` (learned softmax mix of all layers; needs equal widths).
     Writes ``captions-seed<k>.jsonl`` (clip_id, reference, hypothesis) per seed to
@@ -226,6 +227,7 @@ def evaluate_captioning(
     """
     if not ctx.seeds:
         raise EmbenchError("evaluate_captioning needs at least one seed.")
+    captioner = ctx.captioner or captioner
     ids, refs = _split_ids(ctx)
     features = ctx.features
     curve = _nn_proxy(ctx, ids, refs, main_metric)

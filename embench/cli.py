@@ -52,6 +52,20 @@ def _parse_batch_size(value: str | int) -> int | str:
     return size
 
 
+def _check_captioner(value: str | None) -> str | None:
+    """A path-like ``--captioner`` must be a folder now, not after every extraction."""
+    if value is None:
+        return None
+    from embench.caption_model import local_captioner
+    from embench.errors import EmbenchError
+
+    try:
+        local = local_captioner(value)
+    except EmbenchError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return str(local.resolve()) if local else value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="embench")
 def cli() -> None:
@@ -98,10 +112,15 @@ def cli() -> None:
               "~/.cache/embench/cache")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False), default="embench-results",
               show_default=True, help="Where the result JSON and leaderboard.md go.")
+@click.option("--captioner", default=None, callback=lambda c, p, v: _check_captioner(v),
+              help="The T5 of captioning protocols: a hub id read from the local Hugging Face "
+                   "cache, a folder saved with save_pretrained, or 'scratch' (a small T5 "
+                   "trained from scratch). Default: each task's own (t5-small for musiccaps, "
+                   "scratch for toy-captions).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def run(encoders, tasks, protocol, seeds, device, weights, weights_dir, frame_rate, window_s,
-        hop_s, batch_size, compile_, precision, num_workers, data_dir, cache_dir, output_dir,
-        progress) -> None:
+        hop_s, batch_size, compile_, precision, num_workers, captioner, data_dir, cache_dir,
+        output_dir, progress) -> None:
     """Embed each task's audio with each encoder and score it. With no flags: the offline
     toy suite with the melspec baseline."""
     from embench.plugins import get_registry
@@ -114,8 +133,8 @@ def run(encoders, tasks, protocol, seeds, device, weights, weights_dir, frame_ra
         protocol=protocol, seeds=seeds, device=device, weights=weights,
         weights_path=weights_dir, frame_rate=frame_rate, window_s=window_s, hop_s=hop_s,
         batch_size=batch_size, compile=compile_, precision=precision,
-        num_workers=num_workers, data_dir=str(data_dir), cache_dir=str(cache_dir),
-        output_dir=str(output_dir),
+        num_workers=num_workers, captioner=captioner, data_dir=str(data_dir),
+        cache_dir=str(cache_dir), output_dir=str(output_dir),
     )
     result, path = run_spec(spec, registry, argv=sys.argv,
                             log=lambda m: click.echo(m, err=True), show_progress=progress)

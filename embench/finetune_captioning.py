@@ -214,7 +214,8 @@ def finetune_captioning(
 ) -> Evaluation:
     """Fine-tune ``ctx.encoder`` with a T5 captioner once per seed; score test captions.
 
-    ``captioner`` as in :func:`embench.captioning.evaluate_captioning`. ``crop_s``: training
+    ``captioner`` as in :func:`embench.captioning.evaluate_captioning` (``ctx.captioner``, the
+    user's ``--captioner``, takes precedence). ``crop_s``: training
     crop and evaluation window (default: the encoder's ``window_s``; None: whole clips). Writes
     ``captions-seed<k>.jsonl`` per seed to ``ctx.output_dir``. Raises :class:`EmbenchError` for
     a weight-free encoder (use ``--protocol frozen``) or an empty split.
@@ -231,6 +232,7 @@ def finetune_captioning(
                                f"needs train, valid and test clips.")
     window_s = crop_s if crop_s is not None else encoder.info.window_s
     device = torch.device(ctx.device)
+    captioner = ctx.captioner or captioner
     hp = dict(captioner=captioner, epochs=epochs, lr_encoder=lr_encoder, lr_head=lr_head,
               batch_size=batch_size, patience=patience, num_beams=num_beams,
               max_new_tokens=max_new_tokens, crop_s=window_s,

@@ -139,6 +139,9 @@ class RunSpec(_Model):
     #: preprocessing.compute_dtype
     precision: Literal["auto", "fp32", "bf16-autocast", "bf16"] = "auto"
     num_workers: int | None = None
+    #: the T5 of captioning protocols (hub id, save_pretrained folder, or "scratch"); None: each
+    #: task's own default
+    captioner: str | None = None
     world_size: int = 1  # processes that shared the extraction (torchrun)
     data_dir: str
     cache_dir: str

@@ -247,7 +247,8 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
     ctx = EvalContext(clips=clips, protocol=protocol, seeds=list(spec.seeds), device=device,
                       output_dir=output_dir, features=features,
                       encoder=None if features is not None else encoder,
-                      weights=spec.weights, weights_path=spec.weights_path, log=log)
+                      weights=spec.weights, weights_path=spec.weights_path, log=log,
+                      captioner=spec.captioner)
     evaluation = task.evaluate(ctx)
     _check_evaluation(task, evaluation, len(spec.seeds))
     info = encoder.info

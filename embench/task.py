@@ -116,6 +116,9 @@ class EvalContext:
     weights: str = "pretrained"
     weights_path: str | None = None
     log: Callable[[str], None] = print
+    #: ``embench run --captioner``: the T5 a captioning protocol should use instead of its
+    #: default (a hub id, a ``save_pretrained`` folder, or ``"scratch"``); None: the default
+    captioner: str | None = None
 
 
 @dataclass

@@ -127,8 +127,8 @@ def test_t5_small_offline_error(problem, tmp_path, monkeypatch):
         assert needle in message
 
 
-def test_local_pretrained_folder_code_path(problem, tmp_path):
-    """A tiny T5 + tokenizer saved with save_pretrained stands in for t5-small offline."""
+def save_tiny_t5(folder: Path) -> Path:
+    """A tiny T5 + word-level tokenizer saved with save_pretrained: t5-small's stand-in."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
@@ -142,15 +142,43 @@ def test_local_pretrained_folder_code_path(problem, tmp_path):
     config = T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, num_layers=1,
                       num_decoder_layers=1, num_heads=4, d_ff=64, pad_token_id=0,
                       eos_token_id=1, decoder_start_token_id=0)
-    folder = tmp_path / "tiny-t5"
     T5ForConditionalGeneration(config).save_pretrained(folder)
     tok.save_pretrained(folder)
+    return folder
+
+
+def test_local_pretrained_folder_code_path(problem, tmp_path):
+    """A tiny T5 + tokenizer saved with save_pretrained stands in for t5-small offline."""
+    folder = save_tiny_t5(tmp_path / "tiny-t5")
     clips, features = problem
     ctx = make_context(clips, features, tmp_path, seeds=[0, 1])
     ev = evaluate_captioning(ctx, captioner=str(folder), layer=1, epochs=2, num_beams=1,
                              max_new_tokens=8)
     assert all(len(v) == 2 for v in ev.scores.values())
     assert (Path(ctx.output_dir) / "captions-seed1.jsonl").is_file()
+
+
+def test_the_users_captioner_overrides_the_tasks_default(problem, tmp_path, monkeypatch):
+    """``embench run --captioner`` reaches the protocol as ``ctx.captioner``: the task's default
+    (t5-small, absent offline) is not even looked up."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    folder = save_tiny_t5(tmp_path / "tiny-t5")
+    clips, features = problem
+    ctx = replace(make_context(clips, features, tmp_path), captioner=str(folder))
+    ev = evaluate_captioning(ctx, captioner="t5-small", layer=1, epochs=1, num_beams=1,
+                             max_new_tokens=8)
+    assert ev.details["captioner"] == str(folder)
+
+
+def test_a_captioner_written_as_a_path_must_be_a_folder(tmp_path):
+    from embench.caption_model import local_captioner
+    from embench.errors import EmbenchError
+
+    assert local_captioner("t5-small") is None and local_captioner("scratch") is None
+    assert local_captioner(str(tmp_path)) == tmp_path
+    with pytest.raises(EmbenchError, match="does not exist"):
+        local_captioner(str(tmp_path / "missing"))
 
 
 def test_mix_layer_option_and_meteor_skip_note(problem, tmp_path, monkeypatch):

@@ -128,6 +128,37 @@ def test_result_json_has_provenance_and_summary(tmp_path, fake_plugin, monkeypat
     assert r.n_clips == {"train": 6, "valid": 2, "test": 4}
 
 
+def test_captioner_flag_reaches_the_task_and_the_result(tmp_path, monkeypatch):
+    """``--captioner`` is checked before anything runs, then handed to every task's context
+    and recorded in the run's spec."""
+    from embench.results import RunResult
+    from tests.fakes import FakePlugin, ToneTask
+
+    seen = []
+
+    class RecordingTask(ToneTask):
+        def evaluate(self, ctx):
+            seen.append(ctx.captioner)
+            return super().evaluate(ctx)
+
+    plugins.register_plugin(FakePlugin(task=RecordingTask()), name="recording")
+    try:
+        out, folder = tmp_path / "out", tmp_path / "my-t5"
+        folder.mkdir()
+        monkeypatch.chdir(tmp_path)
+        assert run_main(["run", "-e", "fake-spectral", "-t", "fake-tones", "--seeds", "1",
+                         "--no-progress", "--num-workers", "0", "-o", str(out),
+                         "--captioner", "./my-t5"]) == 0
+        (result_file,) = out.glob("run-*.json")
+        assert RunResult.model_validate_json(result_file.read_text()).spec.captioner == str(folder)
+        assert seen == [str(folder)]  # a relative folder arrives as an absolute path
+        assert run_main(["run", "-e", "fake-spectral", "-t", "fake-tones", "--seeds", "1",
+                         "--no-progress", "-o", str(out), "--captioner", "./missing"]) == 2
+        assert seen == [str(folder)]  # refused before any work
+    finally:
+        plugins.unregister_plugin("recording")
+
+
 def test_unwritable_output_dir_is_a_clear_error(tmp_path, capsys, fake_plugin):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

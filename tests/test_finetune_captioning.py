@@ -5,6 +5,7 @@ and a weight-free encoder is refused with a pointer to the frozen protocol."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -61,9 +62,14 @@ def context(root: Path, encoder, seeds: list[int]) -> EvalContext:
                        output_dir=root, encoder=encoder, weights="random")
 
 
-def test_two_seeds_score_and_write_jsonl(tmp_path):
+def test_two_seeds_score_and_write_jsonl(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no t5-small here
     encoder = MertEncoder("mert-v1-95m", config=HubertConfig(**TINY))
-    result = finetune_captioning(context(tmp_path, encoder, [1, 2]), **FAST)
+    ctx = replace(context(tmp_path, encoder, [1, 2]), captioner="scratch")  # --captioner
+    result = finetune_captioning(ctx, **{**FAST, "captioner": "t5-small"})
+    assert result.details["captioner"] == "scratch"
+    assert result.details["hyperparameters"]["captioner"] == "scratch"
     for key in ("bleu1", "bleu4", "rouge_l", "wer"):
         assert len(result.scores[key]) == 2
     assert "constant-caption" in result.baselines
