@@ -21,6 +21,7 @@ SCRIPTS = {  # script: (arguments, a line its last table must contain)
                         "| mert-v1-95m | bf16 | fused+layer+compile |"),
     "gpu_e2e.py": ([], "steady state"),
     "gpu_profile.py": ([], "decode threads=1"),
+    "gpu_full_run.py": ([], "| melspec | musiccaps · frozen |"),
 }
 
 

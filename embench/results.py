@@ -99,7 +99,11 @@ class TaskResult(_Model):
     reported: bool = False
     source: str | None = None
     notes: str | None = None
+    #: wall-clock seconds of the whole pair, and of the part spent making sure its features are
+    #: cached (extraction; about 0 when every clip came from the cache; None for protocols
+    #: that read no cached features). The rest is the protocol's own training and scoring.
     duration_s: float | None = None
+    extract_s: float | None = None
 
     @property
     def main(self) -> ScoreSummary:

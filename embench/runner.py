@@ -213,6 +213,7 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
 
     start = time.perf_counter()
     features = None
+    extract_s: float | None = None
     needs_features = task.requires_features(protocol)
     if not needs_features and not ranks.is_main:
         return None  # fine-tuning protocols run on rank 0 alone
@@ -239,6 +240,7 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
         # single process: everything; rank 0 after a sharded extraction: finds every shard
         # cached (clips that failed to decode on another rank are retried, and fail fast)
         features = extract_(None)
+        extract_s = round(time.perf_counter() - start, 3)
         if not features.clip_ids:
             raise EmbenchError(f"no clip of {task.name} could be decoded for {encoder.name}; "
                                f"first reasons: {list(features.skipped.items())[:3]}")
@@ -273,7 +275,7 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
                                                    if features else default_for(device)),
                                     cache_key=features.cache.key.digest() if features else None),
         flags=evaluation.flags, details=evaluation.details,
-        duration_s=round(time.perf_counter() - start, 3),
+        duration_s=round(time.perf_counter() - start, 3), extract_s=extract_s,
     )
     _write_plots(result, output_dir, features, clips, log)
     return result

@@ -128,6 +128,32 @@ def test_result_json_has_provenance_and_summary(tmp_path, fake_plugin, monkeypat
     assert r.n_clips == {"train": 6, "valid": 2, "test": 4}
 
 
+def test_result_says_how_long_extraction_took(tmp_path):
+    """``extract_s`` covers the encoder's forwards (each sleeps 0.05 s here) and is part of
+    ``duration_s``; a re-run still reports it (reading the cache)."""
+    from embench.results import RunResult
+    from tests.fakes import FakePlugin
+
+    encoder = SpectralEncoder(delay_s=0.05)
+    plugins.register_plugin(FakePlugin(encoder=encoder), name="slow")
+    try:
+        def pair(out):
+            assert run_main(["run", "-e", "fake-spectral", "-t", "fake-tones", "--seeds", "1",
+                             "--no-progress", "--num-workers", "0", "-o", str(out),
+                             "--cache-dir", str(tmp_path / "cache")]) == 0
+            (result_file,) = out.glob("run-*.json")
+            (r,) = RunResult.model_validate_json(result_file.read_text()).results
+            return r
+
+        first = pair(tmp_path / "first")
+        assert 0.05 <= first.extract_s <= first.duration_s
+        loads = encoder.load_calls
+        again = pair(tmp_path / "again")  # all cached: the encoder is not even loaded
+        assert encoder.load_calls == loads and 0 <= again.extract_s <= again.duration_s
+    finally:
+        plugins.unregister_plugin("slow")
+
+
 def test_captioner_flag_reaches_the_task_and_the_result(tmp_path, monkeypatch):
     """``--captioner`` is checked before anything runs, then handed to every task's context
     and recorded in the run's spec."""
