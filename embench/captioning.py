@@ -143,8 +143,8 @@ def _valid_loss(model: AudioCaptioner, feats: list[np.ndarray], labels: list[lis
 
 def train_captioner(model: AudioCaptioner, train: tuple[list[np.ndarray], list[list[int]]],
                     valid: tuple[list[np.ndarray], list[list[int]]], seed: int, epochs: int,
-                    lr: float, batch_size: int, patience: int, device: torch.device
-                    ) -> dict[str, Any]:
+                    lr: float, batch_size: int, patience: int, device: torch.device,
+                    eval_batch_size: int | None = None) -> dict[str, Any]:
     """AdamW with linear warmup (first 10% of steps, at least one epoch's worth capped by the
     total) then linear decay; keeps the weights of the lowest validation loss in memory and
     stops after ``patience`` epochs without improvement. Returns the curve and best epoch."""
@@ -167,7 +167,7 @@ def train_captioner(model: AudioCaptioner, train: tuple[list[np.ndarray], list[l
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-        vloss = _valid_loss(model, valid[0], valid[1], batch_size, device)
+        vloss = _valid_loss(model, valid[0], valid[1], eval_batch_size or batch_size, device)
         curve.append(vloss)
         if vloss < best_loss:
             best_loss, best_epoch = vloss, epoch
@@ -214,6 +214,7 @@ def evaluate_captioning(
     num_beams: int = 4,
     patience: int = 4,
     main_metric: str = "bleu4",
+    eval_batch_size: int = 64,
 ) -> Evaluation:
     """Train a captioner on ``ctx.features`` once per seed and score its test captions.
 
@@ -222,6 +223,9 @@ def evaluate_captioning(
     task's default; ``ctx.captioner`` (the user's ``--captioner``) takes precedence.
     ``layer``: an index, ``"auto"`` (best validation nearest-neighbour ``main_metric``, ties to
     the lowest layer) or ``"mix"`` (learned softmax mix of all layers; needs equal widths).
+    ``eval_batch_size``: clips per batch for the validation loss and beam search, which do
+    not train, so batching does not change what they compute (padding is masked); larger
+    batches cut the per-token launches of generation.
     Writes ``captions-seed<k>.jsonl`` (clip_id, reference, hypothesis) per seed to
     ``ctx.output_dir``. Scores are every numeric key of the caption metrics, per seed.
     """
@@ -262,8 +266,8 @@ def evaluate_captioning(
                             f"cut off at test time")
                 fit = train_captioner(model, (frames["train"], labels["train"]),
                                       (frames["valid"], labels["valid"]), seed, epochs, lr,
-                                      batch_size, patience, device)
-            hyps = decode(model, tok, frames["test"], batch_size, num_beams, max_new_tokens,
+                                      batch_size, patience, device, eval_batch_size)
+            hyps = decode(model, tok, frames["test"], eval_batch_size, num_beams, max_new_tokens,
                           device)  # test: once per seed, after selection
             metrics = caption_scores(hyps, refs["test"])
             for key, value in metrics.items():
@@ -298,7 +302,8 @@ def evaluate_captioning(
         "valid_nn_proxy_by_layer": curve,
         "n_clips": {s: len(ids[s]) for s in SPLITS},
         "hparams": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "patience": patience,
-                    "num_beams": num_beams, "max_new_tokens": max_new_tokens},
+                    "num_beams": num_beams, "max_new_tokens": max_new_tokens,
+                    "eval_batch_size": eval_batch_size},
         "seeds": per_seed,
         "constant_caption": const,
         "bleu_signature": cm.bleu_signature(),

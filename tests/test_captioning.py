@@ -181,6 +181,33 @@ def test_a_captioner_written_as_a_path_must_be_a_folder(tmp_path):
         local_captioner(str(tmp_path / "missing"))
 
 
+def test_beam_search_and_validation_loss_do_not_depend_on_the_batch():
+    """The protocol decodes and scores validation at ``eval_batch_size``, not the training
+    batch: equal captions and loss for any batching, with clips of different lengths (masked
+    padding) in one batch."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from embench.caption_model import SCRATCH_CONFIG, AudioCaptioner
+
+    tok = WordTokenizer(list(CAPTIONS))
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=len(tok), pad_token_id=0, eos_token_id=1,
+                      decoder_start_token_id=0, initializer_factor=5.0, **SCRATCH_CONFIG)
+    # large initial weights: untrained, yet its captions depend on the frames
+    model = AudioCaptioner(T5ForConditionalGeneration(config), 1, 16).eval()
+    rng = np.random.default_rng(0)
+    feats = [rng.standard_normal((1, int(n), 16)).astype(np.float32)
+             for n in rng.integers(2, 9, size=11)]
+    labels = [tok.encode(CAPTIONS[i % 3]) for i in range(11)]
+    cpu = torch.device("cpu")
+    one = captioning.decode(model, tok, feats, 1, 3, 10, cpu)
+    assert len(set(one)) > 5  # the frames matter, so a batch effect would show
+    assert captioning.decode(model, tok, feats, 4, 3, 10, cpu) == one
+    assert captioning.decode(model, tok, feats, 64, 3, 10, cpu) == one
+    loss = captioning._valid_loss(model, feats, labels, 1, cpu)
+    assert captioning._valid_loss(model, feats, labels, 64, cpu) == pytest.approx(loss, rel=1e-5)
+
+
 def test_mix_layer_option_and_meteor_skip_note(problem, tmp_path, monkeypatch):
     """Without WordNet every seed and baseline drops METEOR alike and details say why."""
     monkeypatch.setattr(captioning, "wordnet_note", lambda: "METEOR skipped: no WordNet")
