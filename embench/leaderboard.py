@@ -160,9 +160,11 @@ def run_started(run: RunResult) -> datetime:
 
 
 _Row = tuple["TaskResult", "RunResult"]
-# What makes two scores comparable: the same split, protocol, task version and metric.
+# What makes two scores comparable: the same split, protocol, task version and metric, and for
+# captioning the same captioner.
 _KEY = attrgetter(
-    "task", "task_version", "protocol", "split_id", "dataset_id", "main_score", "higher_is_better"
+    "task", "task_version", "protocol", "split_id", "dataset_id", "main_score", "higher_is_better",
+    "captioner",
 )
 
 
@@ -220,8 +222,10 @@ def _baselines_text(baselines: dict[str, float]) -> str:
 
 def _heading(key: tuple, full: bool) -> str:
     """Task · protocol · split; ``full`` adds what else tells apart tables that share those."""
-    task, task_version, protocol, split_id, dataset_id, main_score, higher = key
+    task, task_version, protocol, split_id, dataset_id, main_score, higher, captioner = key
     text = f"### {escape_md(task)} · {escape_md(protocol)} · split {escape_md(split_id)}"
+    if captioner is not None:
+        text += f" · captioner {escape_md(captioner)}"
     if full:
         text += f" · task version {escape_md(task_version)} · dataset {escape_md(dataset_id)}"
         text += f" · {escape_md(main_score)} ({'higher' if higher else 'lower'} is better)"
@@ -229,7 +233,7 @@ def _heading(key: tuple, full: bool) -> str:
 
 
 def _render_table(key: tuple, rows: list[_Row], heading: str) -> list[str]:
-    task, task_version, protocol, split_id, dataset_id, main_score, higher = key
+    task, task_version, protocol, split_id, dataset_id, main_score, higher, _ = key
     rows, dedup_notes = _dedup(rows)
     rows.sort(key=lambda r: (_sort_key(r[0]), r[0].encoder, r[0].weights))
     others = sorted({m for res, _ in rows for m in res.summary if m != main_score})

@@ -17,9 +17,10 @@ __all__ = ["CHARTS_DIR", "LITERATURE_INTRO", "RULE", "render_readme"]
 CHARTS_DIR = "charts"
 RULE = (
     "Rows share a table, and a ranking, only when they agree on task, task version, dataset, "
-    "protocol, split, main score and the embench release series (major.minor) that measured "
-    "them; a rerun of the same encoder replaces the older row. Rows marked † are reported in "
-    "the literature, not measured by embench: they sit beside measured rows only when their "
+    "protocol, split, main score, captioner (captioning tasks) and the embench release series "
+    "(major.minor) that measured them; a rerun of the same encoder replaces the older row. "
+    "Rows marked † are reported in the literature, not measured by embench: they sit beside "
+    "measured rows only when their "
     "task, protocol and split are embench's, and are never ranked."
 )
 

@@ -115,6 +115,7 @@ class SiteTable:
     higher_is_better: bool
     task_version: str | None = None
     series: str | None = None
+    captioner: str | None = None  # captioning tables: the T5 every row trained
     rows: list[SiteRow] = field(default_factory=list)
     settings: list[Setting] = field(default_factory=list)
     baselines: dict[str, float] = field(default_factory=dict)
@@ -127,7 +128,8 @@ class SiteTable:
 
     @property
     def title(self) -> str:
-        return f"{self.task} · {self.protocol} · split {self.split_id}"
+        title = f"{self.task} · {self.protocol} · split {self.split_id}"
+        return title + (f" · captioner {self.captioner}" if self.captioner is not None else "")
 
     @property
     def others(self) -> list[str]:
@@ -254,15 +256,16 @@ def _measured_tables(files: Sequence[ResultFile]) -> list[SiteTable]:
         for res in file.run.results:
             key = (res.task, res.task_version, res.protocol, res.split_id, res.dataset_id,
                    res.main_score, res.higher_is_better,
-                   series(file.run.provenance.embench_version))
+                   series(file.run.provenance.embench_version), res.captioner)
             groups.setdefault(key, []).append((res, file))
     tables = []
     for key in sorted(groups, key=lambda k: tuple(str(p) for p in k)):
-        task, version, protocol, split_id, dataset_id, main_score, higher, ser = key
+        task, version, protocol, split_id, dataset_id, main_score, higher, ser, captioner = key
         table = SiteTable(
-            slug=slug(*(str(p) for p in key)), task=task, task_version=version,
-            protocol=protocol, split_id=split_id, dataset_id=dataset_id, main_score=main_score,
-            higher_is_better=higher, series=ser,
+            slug=slug(*(str(p) for p in key[:-1] + ((captioner,) if captioner else ()))),
+            task=task, task_version=version, protocol=protocol, split_id=split_id,
+            dataset_id=dataset_id, main_score=main_score, higher_is_better=higher, series=ser,
+            captioner=captioner,
         )
         newest: dict[tuple[str, str], tuple[TaskResult, ResultFile]] = {}
         dropped: dict[tuple[str, str], list[str]] = {}

@@ -109,6 +109,14 @@ class TaskResult(_Model):
     def main(self) -> ScoreSummary:
         return self.summary[self.main_score]
 
+    @property
+    def captioner(self) -> str | None:
+        """The T5 a captioning protocol trained (``details["captioner"]``, which both captioning
+        protocols write), None for other protocols. ``embench run --captioner`` changes it, and
+        scores of different captioners are not comparable, so leaderboards keep them apart."""
+        value = self.details.get("captioner")
+        return None if value is None else str(value)
+
     def sort_key(self) -> float:
         value = self.main.mean
         if math.isnan(value):

@@ -116,6 +116,20 @@ def test_separate_tables_per_split_protocol_and_version():
     assert "Dataset toy/genres" in md and "main score **accuracy**" in md
 
 
+def test_each_captioner_has_its_own_table():
+    """Same task, protocol and split, other captioner (``embench run --captioner``): two tables,
+    each heading naming its captioner, and the later run replaces nothing."""
+    md = render_markdown([
+        run([task_result("a", details={"captioner": "t5-small"})], run_id="r1",
+            started="2024-05-01T10:00:00Z"),
+        run([task_result("a", details={"captioner": "/models/my-t5"})], run_id="r2",
+            started="2024-06-01T10:00:00Z"),
+    ])
+    found = tables(md)
+    assert set(found) == {f"{HEADING} · captioner t5-small", f"{HEADING} · captioner /models/my-t5"}
+    assert "dropped" not in md
+
+
 @pytest.mark.parametrize("higher", [True, False])
 def test_best_first(higher: bool):
     res = [
@@ -240,6 +254,7 @@ def test_hostile_strings_in_every_field():
         notes=evil,
         flags=[evil],
         baselines={evil: 1.0},
+        details={"captioner": evil},  # lands in a heading
     )
     fail = PairFailure(encoder=evil, task=evil, protocol=evil, error_type=evil, reason=evil)
     md = render_markdown([run([res, task_result("ok")], run_id=evil, failures=[fail])])

@@ -56,6 +56,23 @@ def test_other_setting_other_table(field, value):
     assert len([t for t in site.measured if t.task == "toy-genres"]) == 2
 
 
+def test_another_captioner_is_another_table_and_not_a_rerun():
+    """``--captioner`` changes what a captioning score means: a later run of the same encoder
+    with another captioner must neither share the table nor replace the row."""
+    def captioned(captioner):
+        return probe_result("a", details={"captioner": captioner})
+
+    site = _site(make_run([captioned("t5-small")], run_id="r1", started="2026-01-01T00:00:00Z"),
+                 make_run([captioned("scratch")], run_id="r2", started="2026-06-01T00:00:00Z"),
+                 make_run([probe_result("b")], run_id="r3"))
+    tables = {t.title: [r.label for r in t.rows] for t in site.measured}
+    split = "toy-genres · probe · split toy-genres-v1-fixed"
+    assert tables == {f"{split} · captioner t5-small": ["a"], f"{split} · captioner scratch": ["a"],
+                      split: ["b"]}
+    assert all(not t.superseded for t in site.measured)
+    assert len({t.slug for t in site.measured}) == 3
+
+
 def test_newest_run_per_encoder_and_weights_wins_and_ties_share_a_rank():
     old = make_run([probe_result("a", (90.0, 90.0))], run_id="old", started="2026-01-01T00:00:00Z")
     new = make_run([probe_result("a", (50.0, 50.0)), probe_result("b", (50.0, 50.0)),
@@ -223,6 +240,7 @@ EVIL = " ".join(HOSTILE)
 def hostile_run():
     res = probe_result(EVIL, notes=EVIL + " see https://ok.example/p?a=1&b=2' and "
                        "javascript:alert(2)", flags=[EVIL], baselines={EVIL: 1.0})
+    res.details["captioner"] = EVIL  # lands in a table title
     fail = PairFailure(encoder=EVIL, task=EVIL, protocol=EVIL, error_type=EVIL, reason=EVIL)
     return make_run([res, probe_result("ok", (60.0, 61.0, 62.0))], run_id="evil-run",
                     failures=[fail])
