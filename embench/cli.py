@@ -157,7 +157,7 @@ def _print_table(result) -> None:
     from rich.table import Table
 
     table = Table(title=f"embench run {result.run_id} (mean ± 95% CI over seeds)")
-    for col in ("encoder", "task · protocol", "score", "seeds", "baselines", "skipped"):
+    for col in ("encoder", "task · protocol", "score", "seeds", "baselines", "skipped", "time"):
         table.add_column(col, overflow="fold")
     for r in result.results:
         s = r.main
@@ -165,11 +165,22 @@ def _print_table(result) -> None:
                       f"{r.task} · {r.protocol}",
                       f"{r.main_score} {s.mean:.2f} ± {s.ci95_half_width:.2f}", str(len(r.seeds)),
                       " · ".join(f"{k} {v:.2f}" for k, v in r.baselines.items()),
-                      str(len(r.skipped)))
+                      str(len(r.skipped)), _pair_time(r))
     for f in result.failures:
         table.add_row(f.encoder, f"{f.task} · {f.protocol or ''}", "FAILED", "",
-                      f.reason[:80], "")
+                      f.reason[:80], "", "")
     Console().print(table)
+
+
+def _pair_time(r) -> str:
+    """Wall clock of a pair, and how much of it was extraction (none when all was cached)."""
+    def seconds(value: float) -> str:
+        return f"{value:.1f} s" if value < 10 else f"{value:,.0f} s"
+
+    if r.duration_s is None:
+        return ""
+    extracting = r.extract_s is not None and r.extract_s >= 0.05
+    return seconds(r.duration_s) + (f" ({seconds(r.extract_s)} extracting)" if extracting else "")
 
 
 @cli.command(name="list")
