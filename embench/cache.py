@@ -166,9 +166,9 @@ class EmbeddingCache:
         """Atomically write one shard: ``clip id -> (duration_s, per-layer [frames, dim])``.
 
         Straight to the file with ``save_file``: ``save`` built the shard as bytes and then copied
-        them, holding the GIL throughout (63 ms at a time for a 100 MB MERT-95M shard, which
-        stalls the decode threads and the thread launching GPU work), and took 4x as long
-        (``benchmarks/test_shard_write_speed.py``)."""
+        them, holding the GIL throughout (54-73 ms at a time for a 100 MB MERT-95M shard, which
+        stalls the decode threads and the thread launching GPU work), and took 4-6x as long
+        (``benchmarks/test_shard_write_speed.py``, 2 CPU cores)."""
         from safetensors.numpy import save_file
 
         if not clips:
