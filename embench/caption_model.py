@@ -169,6 +169,21 @@ def local_captioner(captioner: str) -> Path | None:
     return None
 
 
+def captioner_commit(captioner: str) -> str | None:
+    """The hub commit a captioner named by hub id loads from: its snapshot in the local
+    Hugging Face cache, which :func:`build_t5` reads (``local_files_only``). None for
+    ``"scratch"``, a local folder, or a model not cached. Recorded beside the captioner's
+    name, so a score says which weights decoded its captions."""
+    if captioner == "scratch" or local_captioner(captioner) is not None:
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(captioner, local_files_only=True)).name
+    except Exception:  # not cached (build_t5 then explains), or not a valid repo id
+        return None
+
+
 def build_t5(captioner: str, train_captions: Sequence[str], seed: int) -> tuple[nn.Module, Any]:
     """(T5ForConditionalGeneration, tokenizer) for ``captioner``: ``"scratch"`` (seeded small
     T5 + :class:`WordTokenizer`), a local ``save_pretrained`` folder, or a hub id read from the

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from embench import caption_metrics as cm
-from embench.caption_model import AudioCaptioner, build_t5, collate
+from embench.caption_model import AudioCaptioner, build_t5, captioner_commit, collate
 from embench.errors import EmbenchError
 from embench.task import SPLITS, EvalContext, Evaluation
 
@@ -295,6 +295,7 @@ def evaluate_captioning(
              else [FLAG_NOT_BEATING_CONSTANT])
     details: dict[str, Any] = {
         "captioner": captioner,
+        "captioner_revision": captioner_commit(captioner),
         "main_metric": main_metric,
         "layer": MIX if len(layers) > 1 else layers[0],
         "layer_selection": "nearest-neighbour caption " + main_metric + " on validation"

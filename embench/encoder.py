@@ -101,6 +101,17 @@ class Encoder(ABC):
         layer when layers differ in frame rate or width. All windows in a batch have equal length.
         """
 
+    def weights_revision(self, weights: Weights, weights_path: str | None) -> str | None:
+        """The exact revision of the pretrained weights :meth:`load` will read, found without
+        loading them: e.g. the commit of the hub snapshot in the local cache, where
+        ``info.revision`` names only a branch or nothing. None: ``info.revision`` says it.
+
+        The core calls it before the cache lookup, for pretrained weights only, and keys the
+        embedding cache and labels results with the answer, so weights updated on the hub never
+        reuse the embeddings of the ones before. ``load`` must then read that revision.
+        """
+        return None
+
     def trainable_module(self) -> torch.nn.Module:
         """The ``nn.Module`` a fine-tuning protocol unfreezes. Weight-free encoders have none."""
         raise TypeError(f"Encoder {self.name!r} has no trainable module; use a frozen protocol.")

@@ -67,13 +67,25 @@ def default_num_workers(device: torch.device | None = None) -> int:
     return max(0, min(8, cores - 1))
 
 
+def weights_revision(encoder: Encoder, weights: str, weights_path: str | None) -> str | None:
+    """The revision the cache key and the result record: for pretrained weights the encoder's
+    own :meth:`~embench.encoder.Encoder.weights_revision` (e.g. the hub commit its cached
+    snapshot resolves to), else ``info.revision``."""
+    if weights == "pretrained":
+        found = encoder.weights_revision(weights, weights_path)
+        if found:
+            return found
+    return encoder.info.revision
+
+
 def cache_key(encoder: Encoder, clips: ClipSet, weights: str, frame_rate: float,
               device: torch.device, weights_path: str | None = None,
               precision: str | None = None) -> CacheKey:
     """``precision``: the resolved one (default: :func:`embench.precision.default_for`)."""
     info = encoder.info
     return CacheKey(
-        encoder=info.name, encoder_version=info.version, weights=weights, revision=info.revision,
+        encoder=info.name, encoder_version=info.version, weights=weights,
+        revision=weights_revision(encoder, weights, weights_path),
         weights_source=weights_fingerprint(weights_path) if weights == "pretrained" else None,
         sample_rate=info.sample_rate, window_s=info.window_s, hop_s=info.hop_s,
         frame_rate=frame_rate, compute_dtype=precision or precisions.default_for(device),

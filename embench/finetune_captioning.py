@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from embench import caption_metrics as cm
-from embench.caption_model import IGNORE_INDEX, AudioCaptioner, build_t5
+from embench.caption_model import IGNORE_INDEX, AudioCaptioner, build_t5, captioner_commit
 from embench.captioning import (
     FLAG_NOT_BEATING_CONSTANT,
     _write_jsonl,
@@ -269,7 +269,8 @@ def finetune_captioning(
     flags = ([] if float(np.mean(scores[main_metric])) > baselines["constant-caption"]
              else [FLAG_NOT_BEATING_CONSTANT])
     details_out: dict[str, Any] = {
-        "protocol": "finetune", "captioner": captioner, "main_metric": main_metric,
+        "protocol": "finetune", "captioner": captioner,
+        "captioner_revision": captioner_commit(captioner), "main_metric": main_metric,
         "n_clips": {s: len(v) for s, v in ok.items()}, "hyperparameters": hp, "seeds": per_seed,
         "constant_caption": const, "bleu_signature": cm.bleu_signature(),
         "baseline_metrics": {"constant-caption": const_metrics},

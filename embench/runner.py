@@ -208,7 +208,7 @@ def _record_failure(result: RunResult, encoder: str, task: str, protocol: str,
 def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_root: Path,
               log, show_progress, ranks) -> TaskResult | None:
     """Score one pair; ``None`` on a worker rank (it only extracts its shard)."""
-    from embench.extract import extract
+    from embench.extract import extract, weights_revision
     from embench.precision import default_for
 
     start = time.perf_counter()
@@ -217,6 +217,7 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
     needs_features = task.requires_features(protocol)
     if not needs_features and not ranks.is_main:
         return None  # fine-tuning protocols run on rank 0 alone
+    revision = weights_revision(encoder, spec.weights, spec.weights_path)  # before any load
 
     def extract_(shard):
         return extract(encoder, clips, Path(spec.cache_dir), device=device,
@@ -259,7 +260,7 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
     used = set(features.clip_ids) if features is not None else {c.id for c in clips}
     used -= set(skipped)
     result = TaskResult(
-        encoder=info.name, encoder_revision=info.revision, weights=spec.weights,
+        encoder=info.name, encoder_revision=revision, weights=spec.weights,
         task=task.name, task_version=task.info.version, dataset_id=clips.dataset_id,
         dataset_revision=clips.dataset_revision, protocol=protocol, split_id=clips.split_id,
         main_score=task.info.main_score, higher_is_better=task.info.higher_is_better,

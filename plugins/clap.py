@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from embench import EmbenchError, Encoder, EncoderInfo, hookimpl
-from embench_plugins.hf_loading import load_model, local_checkpoint
+from embench_plugins.hf_loading import HubRevision, load_model, local_checkpoint
 
 if TYPE_CHECKING:
     import torch
@@ -222,6 +222,7 @@ class Clap(Encoder):
                 "audio_config": json.dumps(self.arch, sort_keys=True),
             },
         )
+        self.hub = HubRevision(spec.model_id, REVISION)
         self.model: Any = None
         self._fbank: torch.Tensor | None = None
         self._window: torch.Tensor | None = None
@@ -252,6 +253,10 @@ class Clap(Encoder):
             )
         return config
 
+    def weights_revision(self, weights: str, weights_path: str | None) -> str | None:
+        """The hub commit of the pretrained weights (:class:`HubRevision`)."""
+        return self.hub.resolve(weights, weights_path)
+
     def load(
         self,
         device: torch.device,
@@ -269,7 +274,7 @@ class Clap(Encoder):
             if (local / "config.json").is_file():
                 config = self._folder_config(local)
             _check_preprocessor(local)
-        model = load_model(ClapAudioModelWithProjection, self.model_id, REVISION, config,
+        model = load_model(ClapAudioModelWithProjection, self.model_id, self.hub.to_load, config,
                            weights, weights_path, attn_implementation="eager")
         self.device = torch.device(device)
         self.weights = weights

@@ -94,6 +94,39 @@ def hub_snapshot(model_id: str, revision: str | None) -> Path:
     return folder
 
 
+class HubRevision:
+    """The hub commit an encoder's pretrained weights come from, resolved once and then kept.
+
+    First-party encoders name a branch or nothing (a commit could not be confirmed offline), so
+    the commit is read from the snapshot the Hugging Face cache holds, fetched first when the
+    hub is reachable, exactly as loading would. The core keys the embedding cache by it, and
+    ``load`` then reads that snapshot and no other, even if the hub moves on mid-run.
+    """
+
+    def __init__(self, model_id: str, revision: str | None) -> None:
+        self.model_id = model_id
+        self.revision = revision
+        self.commit: str | None = None
+
+    def resolve(self, weights: str, weights_path: str | None) -> str | None:
+        """The commit for pretrained hub weights; None for random weights, for a
+        ``--weights-dir`` checkpoint (the core fingerprints that folder itself), and when
+        nothing is cached offline (loading then fails with :func:`missing_weights`'s advice)."""
+        if weights != "pretrained" or weights_path:
+            return None
+        if self.commit is None:
+            try:
+                self.commit = hub_snapshot(self.model_id, self.revision).name
+            except MissingWeightsError:
+                return None
+        return self.commit
+
+    @property
+    def to_load(self) -> str | None:
+        """The revision ``load`` asks for: the resolved commit, else the declared revision."""
+        return self.commit or self.revision
+
+
 def attention_kwargs(device: Any) -> dict[str, str]:
     """Ask for SDPA explicitly on CUDA (so a missing kernel fails loudly rather than silently
     falling back); elsewhere leave transformers' own default, which is SDPA where supported."""

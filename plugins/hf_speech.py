@@ -38,7 +38,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from embench import Encoder, EncoderInfo, MissingWeightsError
-from embench_plugins.hf_loading import attention_kwargs, load_model, local_checkpoint
+from embench_plugins.hf_loading import (
+    HubRevision,
+    attention_kwargs,
+    load_model,
+    local_checkpoint,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -146,6 +151,7 @@ class HFFrameEncoder(Encoder):
         self._config_override = config
         self.model: Any | None = None
         self.info = self._build_info(spec, config if config is not None else spec.arch)
+        self.hub = HubRevision(spec.hf_id, spec.revision)
 
     # -- metadata -------------------------------------------------------------------------
 
@@ -243,7 +249,7 @@ class HFFrameEncoder(Encoder):
         config = self.model_config()
         if weights == "pretrained":
             self.check_local_config(weights_path, config)
-        model = load_model(self.model_class(), self.spec.hf_id, self.spec.revision, config,
+        model = load_model(self.model_class(), self.spec.hf_id, self.hub.to_load, config,
                            weights, weights_path, **attention_kwargs(device))
         # fp32 master weights whatever the checkpoint stores (transformers 5 loads dtype="auto"):
         # the core runs fp32 on CPU and bf16 autocast on CUDA, and caches under that name.
@@ -262,6 +268,10 @@ class HFFrameEncoder(Encoder):
         fused_routes.install_ffn(self.model)  # auto: timed on CUDA, the module elsewhere
         fused_layers.install_layers(self.model)  # auto: timed on CUDA, the module elsewhere
         self.device, self.weights = device, weights
+
+    def weights_revision(self, weights: str, weights_path: str | None) -> str | None:
+        """The hub commit of the pretrained weights (:class:`HubRevision`)."""
+        return self.hub.resolve(weights, weights_path)
 
     def route_notes(self) -> list[str]:
         """Which inference route each ``auto`` part of the model chose, and the times behind

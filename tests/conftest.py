@@ -42,3 +42,17 @@ def hf_warnings():
     logger.addHandler(handler)
     yield records
     logger.removeHandler(handler)
+
+
+@pytest.fixture
+def hf_hub(tmp_path, monkeypatch):
+    """An empty Hugging Face hub cache that huggingface_hub reads, offline (fill it with
+    :func:`tests.helpers_hub.snapshot_folder`). Its constants are read at import, so they are
+    patched, not the environment."""
+    import huggingface_hub.constants as hf_constants
+
+    root = tmp_path / "hub"
+    root.mkdir()
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(root))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    return root

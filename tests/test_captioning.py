@@ -17,6 +17,7 @@ from embench.captioning import FLAG_NOT_BEATING_CONSTANT, evaluate_captioning
 from embench.errors import MissingWeightsError
 from embench.task import Clip, ClipSet
 from tests.helpers_features import build_features, make_context
+from tests.helpers_hub import snapshot_folder
 
 CAPTIONS = ("a slow calm piano piece", "a fast loud drum track", "a bright synth melody")
 FAST = dict(captioner="scratch", epochs=40, lr=3e-3, batch_size=16, num_beams=2,
@@ -169,6 +170,18 @@ def test_the_users_captioner_overrides_the_tasks_default(problem, tmp_path, monk
     ev = evaluate_captioning(ctx, captioner="t5-small", layer=1, epochs=1, num_beams=1,
                              max_new_tokens=8)
     assert ev.details["captioner"] == str(folder)
+    assert ev.details["captioner_revision"] is None  # a folder has no hub commit
+
+
+def test_a_hub_captioner_is_recorded_with_its_commit(problem, tmp_path, hf_hub):
+    """A captioner named by hub id is read from its cached snapshot; the result says which."""
+    commit = "c" * 40
+    save_tiny_t5(snapshot_folder(hf_hub, "t5-small", commit))
+    clips, features = problem
+    ev = evaluate_captioning(make_context(clips, features, tmp_path, seeds=[0]),
+                             captioner="t5-small", layer=1, epochs=1, num_beams=1,
+                             max_new_tokens=8)
+    assert (ev.details["captioner"], ev.details["captioner_revision"]) == ("t5-small", commit)
 
 
 def test_a_captioner_written_as_a_path_must_be_a_folder(tmp_path):

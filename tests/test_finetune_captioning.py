@@ -70,6 +70,7 @@ def test_two_seeds_score_and_write_jsonl(tmp_path, monkeypatch):
     result = finetune_captioning(ctx, **{**FAST, "captioner": "t5-small"})
     assert result.details["captioner"] == "scratch"
     assert result.details["hyperparameters"]["captioner"] == "scratch"
+    assert result.details["captioner_revision"] is None  # no hub weights to name
     for key in ("bleu1", "bleu4", "rouge_l", "wer"):
         assert len(result.scores[key]) == 2
     assert "constant-caption" in result.baselines
