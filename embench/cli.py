@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from embench.errors import EmbenchError
+from embench.errors import EmbenchError, debug_enabled
 from embench.precision import PRECISIONS
 
 DEFAULT_ENCODERS = "melspec"
@@ -190,13 +190,14 @@ def list_cmd(as_json: bool) -> None:
     from embench.plugins import get_registry
 
     registry = get_registry()
-    registry.check()
     encoders = {n: e.info.as_dict() | {"plugin": registry.owner[("encoder", n)]}
                 for n, e in sorted(registry.encoders.items())}
     tasks = {n: t.info.as_dict() | {"plugin": registry.owner[("task", n)]}
              for n, t in sorted(registry.tasks.items())}
+    conflicts = [str(c) for c in registry.conflicts]
     if as_json:
-        click.echo(json.dumps({"encoders": encoders, "tasks": tasks}, indent=2))
+        click.echo(json.dumps({"encoders": encoders, "tasks": tasks, "conflicts": conflicts},
+                              indent=2))
         return
     click.echo("Encoders:")
     for n, i in encoders.items():
@@ -206,6 +207,8 @@ def list_cmd(as_json: bool) -> None:
     for n, i in tasks.items():
         click.echo(f"  {n:<24} {i['main_score']}; protocols {', '.join(i['protocols'])} "
                    f"[{i['plugin']}] {i['description']}")
+    for conflict in conflicts:
+        click.echo(f"CONFLICT: {conflict}")
 
 
 @cli.command()
@@ -368,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except EmbenchError as exc:
-        if os.environ.get("EMBENCH_DEBUG", "") not in ("", "0"):
+        if debug_enabled():
             raise
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)

@@ -6,8 +6,14 @@ Every error a user can cause or fix derives from :class:`EmbenchError` and says 
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 from pathlib import Path
+
+
+def debug_enabled() -> bool:
+    """``EMBENCH_DEBUG=1``: show tracebacks, not just the one-line messages."""
+    return os.environ.get("EMBENCH_DEBUG", "") not in ("", "0")
 
 
 class EmbenchError(Exception):
@@ -19,29 +25,38 @@ class EmbenchError(Exception):
 class UnknownNameError(EmbenchError):
     """An encoder, task or protocol name that nothing registered."""
 
-    def __init__(self, kind: str, name: str, available: Iterable[str]):
+    def __init__(self, kind: str, name: str, available: Iterable[str], of: str = "",
+                 note: str = ""):
+        """``of``: whose name it is (``"task 'gtzan'"`` for a protocol); ``note``: a last
+        paragraph, e.g. which plugins failed to load (their names would be missing)."""
         self.kind, self.name = kind, name
         self.available = sorted(available)
         close = difflib.get_close_matches(name, self.available, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         listing = ", ".join(self.available) or "(none registered)"
+        where = f" for {of}" if of else ""
         super().__init__(
-            f"Unknown {kind} {name!r}.{hint}\nAvailable {kind}s: {listing}\n"
+            f"Unknown {kind} {name!r}{where}.{hint}\nAvailable {kind}s: {listing}\n"
             f"Run `embench list` for details or `embench plugins` to see what is installed."
+            + (f"\n{note}" if note else "")
         )
 
 
 class DuplicateNameError(EmbenchError):
-    """Two plugins registered the same encoder or task name."""
+    """Two plugins (or one, twice) registered the same encoder or task name."""
 
     def __init__(self, kind: str, name: str, first_plugin: str, second_plugin: str):
         self.kind, self.name = kind, name
         self.plugins = (first_plugin, second_plugin)
-        super().__init__(
-            f"The {kind} name {name!r} is registered by two plugins: {first_plugin!r} and "
-            f"{second_plugin!r}. Uninstall one of them, or choose which to load with "
-            f"EMBENCH_LOAD_PLUGINS (a comma-separated list of plugin names)."
-        )
+        if first_plugin == second_plugin:
+            message = (f"Plugin {first_plugin!r} registers the {kind} name {name!r} twice "
+                       f"(names and aliases share one namespace); register each name once.")
+        else:
+            message = (f"The {kind} name {name!r} is registered by two plugins: "
+                       f"{first_plugin!r} and {second_plugin!r}. Uninstall one of them, or "
+                       f"choose which to load with EMBENCH_LOAD_PLUGINS (a comma-separated "
+                       f"list of plugin names).")
+        super().__init__(message)
 
 
 class MissingDataError(EmbenchError):

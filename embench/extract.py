@@ -93,11 +93,18 @@ def cache_key(encoder: Encoder, clips: ClipSet, weights: str, frame_rate: float,
     )
 
 
-def _as_layers(out: torch.Tensor | Sequence[torch.Tensor], encoder: Encoder) -> list[torch.Tensor]:
+def _as_layers(out: torch.Tensor | Sequence[torch.Tensor], encoder: Encoder,
+               batch: int | None = None) -> list[torch.Tensor]:
     """Normalise an encoder's output to one ``[batch, frames, dim]`` tensor per layer and check
-    it against the encoder's own metadata (a mismatch is a plugin bug worth a clear message)."""
-    layers = list(out.unbind(1)) if isinstance(out, torch.Tensor) else list(out)
+    it against the encoder's own metadata and the ``batch`` rows it was given (a mismatch is a
+    plugin bug worth a clear message, not an error deep inside pooling)."""
     info = encoder.info
+    if isinstance(out, torch.Tensor) and out.ndim != 4:
+        raise EmbenchError(
+            f"encoder {info.name!r} returned one {out.ndim}-D tensor of shape "
+            f"{tuple(out.shape)}; forward must return [batch, layers, frames, dim], or a list "
+            f"with one [batch, frames, dim] tensor per layer")
+    layers = list(out.unbind(1)) if isinstance(out, torch.Tensor) else list(out)
     if len(layers) != info.num_layers:
         raise EmbenchError(f"encoder {info.name!r} returned {len(layers)} layers but its info "
                            f"declares num_layers={info.num_layers}")
@@ -105,6 +112,10 @@ def _as_layers(out: torch.Tensor | Sequence[torch.Tensor], encoder: Encoder) -> 
         if layer.ndim != 3 or layer.shape[-1] != info.layer_dim(i):
             raise EmbenchError(f"encoder {info.name!r} layer {i} has shape {tuple(layer.shape)}; "
                                f"expected [batch, frames, {info.layer_dim(i)}]")
+        if batch is not None and layer.shape[0] != batch:
+            raise EmbenchError(
+                f"encoder {info.name!r} returned {layer.shape[0]} rows in layer {i} for a "
+                f"batch of {batch} windows; forward must return one row per input row, in order")
     return layers
 
 
@@ -142,7 +153,7 @@ def embed_group(encoder: Encoder, waves: list[torch.Tensor], frame_rate: float,
                 windows = pooler.windows([ci for ci, _ in chunk],
                                          [w.start / sr for _, w in chunk],
                                          [w.length / sr for _, w in chunk], device)
-                for li, layer in enumerate(_as_layers(out, encoder)):
+                for li, layer in enumerate(_as_layers(out, encoder, len(rows))):
                     pooler.add(li, windows, layer[:len(chunk)])
                 b0 += len(chunk)
     return pooler.finish(torch.float16)
@@ -248,6 +259,22 @@ def group_windows_target(batch_size: int, cuda: bool, first: bool) -> int:
     return max(MIN_GROUP_WINDOWS, batch_size * batches)
 
 
+NON_FINITE = ("the encoder returned non-finite values (NaN or inf; the fp16 cache also "
+              "overflows above 65504); not cached")
+
+
+def _write_finite(cache: EmbeddingCache, shard: dict[str, tuple[float, list[np.ndarray]]]
+                  ) -> list[str]:
+    """Cache the clips of ``shard`` whose pooled embeddings are all finite; return the ids of
+    the others. A NaN would otherwise be cached and reach the probes as a chance-level score
+    with no explanation. Runs in the writer thread (numpy releases the GIL for it)."""
+    bad = [cid for cid, (_, layers) in shard.items()
+           if not all(np.isfinite(a).all() for a in layers)]
+    if len(bad) < len(shard):
+        cache.write_shard({cid: v for cid, v in shard.items() if cid not in bad})
+    return bad
+
+
 class _Stopwatch:
     """Where the main thread's time goes during extraction, reported in one log line: a slow
     run then says whether decoding, the GPU or the cache writes held it up."""
@@ -297,13 +324,17 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
     queue_label = "queuing GPU work" if gpu else "running the encoder"
     wait_label = "waiting for the GPU" if gpu else "collecting results"
 
+    def finish_write(write: Future) -> None:
+        for cid in watch.timed("waiting for cache writes", write.result):
+            skipped[cid] = NON_FINITE
+
     def store(group, pooled: PooledBatch) -> None:
         results = watch.timed(wait_label, pooled.wait)
         shard = {cid: (samples / info.sample_rate, [a.numpy() for a in layers])
                  for (cid, samples), layers in zip(group, results, strict=True)}
         while len(writes) >= 2:  # bound the memory held by unwritten shards
-            watch.timed("waiting for cache writes", writes.pop(0).result)
-        writes.append(writer.submit(cache.write_shard, shard))
+            finish_write(writes.pop(0))
+        writes.append(writer.submit(_write_finite, cache, shard))
         bar.advance(len(group), sum(samples for _, samples in group) / info.sample_rate)
 
     with ThreadPoolExecutor(max_workers=1) as writer, \
@@ -360,8 +391,8 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
                 break
         if in_flight is not None:
             store(*in_flight)
-        for fut in writes:
-            watch.timed("waiting for cache writes", fut.result)
+        for write in writes:
+            finish_write(write)
     if len(todo) > len(skipped):  # every clip not skipped was embedded and stored
         s.log(watch.summary(info.name, len(todo) - len(skipped), bar.audio_seconds))
     route_notes = getattr(encoder, "route_notes", None)  # optional: see CONTRIBUTING.md

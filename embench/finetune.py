@@ -127,7 +127,7 @@ class _Classifier(nn.Module):
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` audio -> ``[B, n_classes]`` fp32 logits, through the encoder."""
-        layers = _as_layers(self.encoder.forward(waveforms), self.encoder)
+        layers = _as_layers(self.encoder.forward(waveforms), self.encoder, len(waveforms))
         pooled = torch.stack([layers[i].float().mean(1) for i in self.layers], 1)  # [B, L, D]
         mixed = (pooled * torch.softmax(self.layer_logits, 0)[:, None]).sum(1)
         return self.linear(self.dropout(mixed)).float()
@@ -289,7 +289,8 @@ def _epoch(run: _Run, model: _Classifier, optimiser: torch.optim.Optimizer,
 
 def _no_weights(encoder: Encoder) -> EmbenchError:
     return EmbenchError(f"Encoder {encoder.name!r} has no trainable weights, so the 'finetune' "
-                        f"protocol cannot train it; use a frozen protocol (probe, linear).")
+                        f"protocol cannot train it; use one of the task's frozen protocols "
+                        f"(`embench list` shows each task's protocols).")
 
 
 def _trainable(encoder: Encoder) -> nn.Module:

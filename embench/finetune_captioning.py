@@ -65,7 +65,7 @@ class _Model(nn.Module):
 
     def frames(self, waves: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` audio -> ``[B, L, F, D]`` fp32 hidden states of the selected layers."""
-        layers = _as_layers(self.encoder.forward(waves), self.encoder)
+        layers = _as_layers(self.encoder.forward(waves), self.encoder, len(waves))
         return torch.stack([layers[i].float() for i in self.layers], 1)
 
 

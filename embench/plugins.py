@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -19,7 +20,7 @@ import pluggy
 
 from embench import hookspecs
 from embench.encoder import Encoder
-from embench.errors import DuplicateNameError, EmbenchError, UnknownNameError
+from embench.errors import DuplicateNameError, EmbenchError, UnknownNameError, debug_enabled
 from embench.task import Task
 
 ENTRY_POINT_GROUP = "embench"
@@ -51,27 +52,33 @@ class Registry:
         self.conflicts: list[DuplicateNameError] = []
 
     def add(self, kind: str, obj: Encoder | Task, plugin: str, aliases: tuple[str, ...]) -> None:
+        """Register ``obj`` for ``plugin``. A name (or alias) already taken is a conflict: the
+        first registration keeps it, this one is refused and recorded, and looking the name
+        up fails until one plugin goes; every other name keeps working."""
         expected = Encoder if kind == "encoder" else Task
         if not isinstance(obj, expected):
             raise TypeError(f"register() for {kind}s takes a {expected.__name__} instance, "
                             f"got {type(obj).__name__}")
         table = self.encoders if kind == "encoder" else self.tasks
+        info = self.plugins.setdefault(plugin, PluginInfo(plugin))
         for name in (obj.name, *aliases):
             if (kind, name) in self.owner:
-                self.conflicts.append(
-                    DuplicateNameError(kind, name, self.owner[(kind, name)], plugin)
-                )
+                conflict = DuplicateNameError(kind, name, self.owner[(kind, name)], plugin)
+                self.conflicts.append(conflict)
+                refused = f"{kind} {obj.name!r} not registered: {conflict}"
+                info.error = f"{info.error}; {refused}" if info.error else refused
+                print(f"embench: warning: {conflict}", file=sys.stderr)
                 return
         table[obj.name] = obj
         self.owner[(kind, obj.name)] = plugin
         for alias in aliases:
             self.aliases[(kind, alias)] = obj.name
             self.owner[(kind, alias)] = plugin
-        info = self.plugins.setdefault(plugin, PluginInfo(plugin))
         (info.encoders if kind == "encoder" else info.tasks).append(obj.name)
 
     def check(self) -> None:
-        """Raise the first duplicate-name conflict; commands that resolve names call this."""
+        """Raise the first duplicate-name conflict (``--encoders all`` cannot say which of two
+        same-named encoders it means)."""
         if self.conflicts:
             raise self.conflicts[0]
 
@@ -82,12 +89,22 @@ class Registry:
         return self._get("task", self.tasks, name)
 
     def _get(self, kind: str, table: dict, name: str):
-        self.check()
+        for conflict in self.conflicts:
+            if (conflict.kind, conflict.name) == (kind, name):
+                raise conflict
         name = self.aliases.get((kind, name), name)
         if name not in table:
             aliases = [a for k, a in self.aliases if k == kind]
-            raise UnknownNameError(kind, name, list(table) + aliases)
+            raise UnknownNameError(kind, name, list(table) + aliases, note=self.failures())
         return table[name]
+
+    def failures(self) -> str:
+        """Which plugins failed to load or register, for messages about missing names."""
+        failed = [f"{p.name!r} ({p.error})" for p in self.plugins.values() if p.error]
+        if not failed:
+            return ""
+        return ("Plugins with errors (a name they register may be missing): " + "; ".join(failed)
+                + ". Fix or uninstall them; `embench plugins` shows each one.")
 
     def resolve(self, kind: str, spec: str | list[str]) -> list[str]:
         """Expand ``"all"`` or a comma list into canonical names, failing on unknown ones."""
@@ -140,6 +157,8 @@ def get_plugin_manager() -> pluggy.PluginManager:
                 )
                 print(f"embench: warning: plugin {name!r} failed to load and was skipped "
                       f"({type(exc).__name__}: {exc})", file=sys.stderr)
+                if debug_enabled():
+                    traceback.print_exception(exc, file=sys.stderr)
                 continue
             pm.register(module, name=name)
             _load_errors.pop(name, None)
@@ -163,7 +182,7 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
         version, dist = _versions.get(name, (None, None))
         registry.plugins[name] = PluginInfo(name, version, dist)
     for kind, hook in (("encoder", pm.hook.register_encoders), ("task", pm.hook.register_tasks)):
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        for impl in hook.get_hookimpls():  # registration order: entry points by name first
             plugin = impl.plugin_name
 
             def register(obj, aliases=(), _kind=kind, _plugin=plugin):
@@ -176,6 +195,8 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
                 info.error = f"register_{kind}s failed: {type(exc).__name__}: {exc}"
                 print(f"embench: warning: plugin {plugin!r} failed in register_{kind}s and its "
                       f"{kind}s were skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
+                if debug_enabled():
+                    traceback.print_exception(exc, file=sys.stderr)
     for name, info in _load_errors.items():
         registry.plugins.setdefault(name, info)
     return registry

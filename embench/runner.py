@@ -21,7 +21,7 @@ from pathlib import Path
 
 from embench import provenance
 from embench.encoder import Encoder
-from embench.errors import EmbenchError, UnknownNameError
+from embench.errors import EmbenchError, UnknownNameError, debug_enabled
 from embench.plugins import Registry
 from embench.results import (
     PairFailure,
@@ -33,10 +33,6 @@ from embench.results import (
     TaskResult,
 )
 from embench.task import ClipSet, EvalContext, Evaluation, Task
-
-
-def debug_enabled() -> bool:
-    return os.environ.get("EMBENCH_DEBUG", "") not in ("", "0")
 
 
 def new_run_id() -> str:
@@ -67,7 +63,8 @@ def protocols_for(spec: RunSpec, tasks: list[Task]) -> dict[str, str]:
     for task in tasks:
         protocol = spec.protocol or task.info.default_protocol
         if protocol not in task.info.protocols:
-            raise UnknownNameError(f"protocol of task {task.name!r}", protocol, task.info.protocols)
+            raise UnknownNameError("protocol", protocol, task.info.protocols,
+                                   of=f"task {task.name!r}")
         chosen[task.name] = protocol
     return chosen
 
@@ -243,7 +240,7 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
         features = extract_(None)
         extract_s = round(time.perf_counter() - start, 3)
         if not features.clip_ids:
-            raise EmbenchError(f"no clip of {task.name} could be decoded for {encoder.name}; "
+            raise EmbenchError(f"no clip of {task.name} could be embedded by {encoder.name}; "
                                f"first reasons: {list(features.skipped.items())[:3]}")
     output_dir = pair_root / task.name / encoder.name
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -252,7 +249,15 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
                       encoder=None if features is not None else encoder,
                       weights=spec.weights, weights_path=spec.weights_path, log=log,
                       captioner=spec.captioner)
-    evaluation = task.evaluate(ctx)
+    try:
+        evaluation = task.evaluate(ctx)
+    except AttributeError as exc:
+        if features is not None or "NoneType" not in str(exc):
+            raise
+        raise EmbenchError(
+            f"task {task.name!r} failed in protocol {protocol!r}: {exc}. If this protocol reads "
+            f"cached embeddings, list it in the task's TaskInfo.requires_features: the core "
+            f"extracts them (ctx.features) only for the protocols named there.") from exc
     _check_evaluation(task, evaluation, len(spec.seeds))
     info = encoder.info
     skipped = dict(features.skipped) if features is not None else {}

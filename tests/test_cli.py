@@ -27,7 +27,9 @@ def test_unknown_task_lists_available(capsys, fake_plugin):
 
 def test_unknown_protocol_is_a_usage_error(capsys, fake_plugin):
     assert run_main(["run", "-e", "fake-spectral", "-t", "fake-tones", "-p", "prob"]) == 2
-    assert "Available protocol of task 'fake-tones's: centroid" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Unknown protocol 'prob' for task 'fake-tones'." in err
+    assert "Available protocols: centroid" in err
 
 
 def test_debug_env_shows_traceback(tmp_path):
@@ -58,6 +60,26 @@ def test_plugins_text_shows_conflicts(capsys, fake_plugin):
     out = capsys.readouterr().out
     assert "fake 0" not in out and "CONFLICT" in out and "'copycat'" in out
     assert run_main(["run", "-e", "fake-spectral", "-t", "fake-tones"]) == 2
+    capsys.readouterr()
+    assert run_main(["list"]) == 0  # listing still works, and says what is wrong
+    assert "CONFLICT" in capsys.readouterr().out
+
+
+def test_a_protocol_missing_from_requires_features_is_explained(capsys, monkeypatch):
+    """The task reads ctx.features, which the core leaves None for protocols not declared as
+    reading embeddings: the message names the field to fix, not just the AttributeError."""
+    from dataclasses import replace
+
+    from tests.fakes import FakePlugin, ToneTask
+
+    task = ToneTask()
+    task.info = replace(task.info, requires_features=())
+    monkeypatch.setenv("EMBENCH_LOAD_PLUGINS", "")
+    plugins.register_plugin(FakePlugin(task=task), name="fake")
+    assert run_main(["run", "-e", "fake-spectral", "-t", "fake-tones", "--seeds", "1",
+                     "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "protocol 'centroid'" in err and "TaskInfo.requires_features" in err
 
 
 def test_list_json(capsys, fake_plugin):

@@ -94,6 +94,43 @@ def test_encoder_output_not_matching_its_info_is_a_clear_error(tmp_path):
                 show_progress=False, log=lambda m: None)
 
 
+def test_an_encoder_that_forgot_the_layer_axis_is_told_the_shape_to_return(tmp_path):
+    class Flat(SpectralEncoder):
+        def forward(self, waveforms):
+            return super().forward(waveforms)[:, 0]  # [B, F, 8]: no layer axis
+
+    with pytest.raises(EmbenchError, match=r"returned one 3-D tensor .* \[batch, layers, "):
+        extract(Flat(), _clips(tmp_path), tmp_path / "cache", device=CPU, num_workers=0,
+                show_progress=False, log=lambda m: None)
+
+
+def test_an_encoder_returning_the_wrong_number_of_rows_is_named(tmp_path):
+    class FirstRowOnly(SpectralEncoder):
+        def forward(self, waveforms):
+            return super().forward(waveforms)[:1]
+
+    with pytest.raises(EmbenchError, match="returned 1 rows in layer 0 for a batch of 4"):
+        extract(FirstRowOnly(), _clips(tmp_path), tmp_path / "cache", device=CPU,
+                batch_size=4, num_workers=0, show_progress=False, log=lambda m: None)
+
+
+def test_clips_with_non_finite_embeddings_are_skipped_not_cached(tmp_path):
+    """A NaN would reach the probes as an unexplained chance-level score."""
+    class NanOnHighTones(SpectralEncoder):
+        def forward(self, waveforms):
+            out = super().forward(waveforms)
+            high = out[:, 0, :, 3].mean(1) > out[:, 0, :, 0].mean(1)  # 3-4 kHz over 0-1 kHz
+            return torch.where(high[:, None, None, None], torch.nan, out)
+
+    clips = _clips(tmp_path)
+    feats = extract(NanOnHighTones(), clips, tmp_path / "cache", device=CPU, batch_size=3,
+                    num_workers=0, show_progress=False, log=lambda m: None)
+    nan_ids = {cid for cid, reason in feats.skipped.items() if "non-finite" in reason}
+    assert nan_ids == {c.id for c in clips if c.id.startswith("high")}
+    assert set(feats.clip_ids) == {c.id for c in clips if c.id.startswith("low")}
+    assert all(np.isfinite(f).all() for f in feats.frames(0))
+
+
 _SCRIPT = """
 import os, sys
 sys.path.insert(0, {repo!r})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -75,6 +76,63 @@ def test_duplicate_names_name_both_plugins(fake_plugin):
         registry.encoder("fake-spectral")
     assert "'fake'" in str(err.value) and "'copycat'" in str(err.value)
     assert "EMBENCH_LOAD_PLUGINS" in str(err.value)
+
+
+def test_a_conflict_blocks_only_the_contested_name(fake_plugin, capsys):
+    """The first registration keeps the name; the copy is refused and recorded; looking the
+    contested name up fails (no silent choice), every other name still resolves."""
+    class Copycat:
+        @hookimpl
+        def register_encoders(self, register):
+            register(SpectralEncoder())  # fake-spectral again
+            other = SpectralEncoder()
+            other.info = replace(other.info, name="copycat-spectral")
+            register(other)
+
+    plugins.register_plugin(Copycat(), name="copycat")
+    registry = plugins.get_registry()
+    assert registry.owner[("encoder", "fake-spectral")] == "fake"
+    assert registry.plugins["copycat"].encoders == ["copycat-spectral"]
+    assert "'fake-spectral' not registered" in registry.plugins["copycat"].error
+    assert registry.resolve("encoder", "melspec,copycat-spectral") == ["melspec",
+                                                                     "copycat-spectral"]
+    assert registry.task("fake-tones").name == "fake-tones"
+    with pytest.raises(DuplicateNameError):
+        registry.resolve("encoder", "fake-spectral")
+    with pytest.raises(DuplicateNameError):
+        registry.resolve("encoder", "all")
+    assert "registered by two plugins: 'fake' and 'copycat'" in capsys.readouterr().err
+
+
+def test_one_plugin_registering_a_name_twice_is_told_so(capsys):
+    class Twice:
+        @hookimpl
+        def register_encoders(self, register):
+            register(SpectralEncoder())
+            register(SpectralEncoder())
+
+    plugins.register_plugin(Twice(), name="twice")
+    with pytest.raises(DuplicateNameError, match="Plugin 'twice' registers the encoder name "
+                                                 "'fake-spectral' twice"):
+        plugins.get_registry().encoder("fake-spectral")
+
+
+def test_unknown_name_points_at_plugins_that_failed(tmp_path, monkeypatch, capsys):
+    _install_broken_entry_point(tmp_path, monkeypatch)
+    with pytest.raises(UnknownNameError) as err:
+        plugins.get_registry().encoder("broken-encoder")
+    assert "Plugins with errors" in str(err.value) and "'broken'" in str(err.value)
+    assert "boom at import" in str(err.value)
+    sys.modules.pop("broken_embench_plugin", None)
+
+
+def test_debug_shows_where_a_plugin_failed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EMBENCH_DEBUG", "1")
+    _install_broken_entry_point(tmp_path, monkeypatch)
+    plugins.get_registry()
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "broken_embench_plugin.py" in err
+    sys.modules.pop("broken_embench_plugin", None)
 
 
 def test_unknown_name_suggests_close_matches():
