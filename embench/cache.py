@@ -6,6 +6,10 @@ one tensor per (clip, layer) named ``<clip id>#L<layer>`` (``[frames, dim]``, fp
 clips in the safetensors metadata. A shard appears only by ``os.replace`` of a fully written,
 fsynced temporary file, so a run killed at any moment leaves complete shards or none, and the
 next run redoes only the clips no complete shard holds. No pickle anywhere.
+
+Each clip's entry also records a fingerprint of its audio (:func:`source_fingerprint`): a file
+repaired, replaced or re-encoded under the same clip id is embedded again instead of being
+served the old file's embeddings.
 """
 
 from __future__ import annotations
@@ -63,6 +67,41 @@ def weights_fingerprint(weights_path: str | None) -> str | None:
     return f"{root}#{digest}"
 
 
+#: Bytes of the source read for its fingerprint, at the start (the header and the first
+#: samples), the middle and the end.
+FINGERPRINT_BLOCK = 4096
+
+
+def source_fingerprint(source: Path | bytes, start_s: float | None = None,
+                       end_s: float | None = None) -> str:
+    """The size of a clip's encoded audio and a hash of three 4 KiB blocks of it (start,
+    middle, end), plus its crop. Cheap enough to compute for every clip on every run (12 KiB
+    read per file), unchanged by copying or touching the file (so a dataset moved to another
+    disk keeps its cache), and changed by truncation, re-encoding or damage to the header; a
+    same-size edit that misses all three blocks goes unseen."""
+    digest = hashlib.blake2b(digest_size=8)
+    if isinstance(source, bytes | bytearray):
+        size = len(source)
+        blocks = [source[o:o + FINGERPRINT_BLOCK] for o in _block_offsets(size)]
+    else:
+        try:
+            size = os.stat(source).st_size
+            with open(source, "rb") as fh:
+                blocks = []
+                for offset in _block_offsets(size):
+                    fh.seek(offset)
+                    blocks.append(fh.read(FINGERPRINT_BLOCK))
+        except OSError:
+            return "unreadable"  # decoding reports it; the clip is not cached anyway
+    for block in blocks:
+        digest.update(block)
+    return f"{size}:{digest.hexdigest()}:{start_s}:{end_s}"
+
+
+def _block_offsets(size: int) -> list[int]:
+    return sorted({0, max(0, size // 2 - FINGERPRINT_BLOCK // 2), max(0, size - FINGERPRINT_BLOCK)})
+
+
 def tensor_name(clip_id: str, layer: int) -> str:
     return f"{clip_id}#L{layer}"
 
@@ -93,16 +132,23 @@ def _atomic_write(path: Path, fill: Callable[[Path], None]) -> None:
 
 
 class EmbeddingCache:
-    """One cache directory for one :class:`CacheKey`."""
+    """One cache directory for one :class:`CacheKey`.
 
-    def __init__(self, root: Path, key: CacheKey):
+    ``fingerprints`` (clip id -> :func:`source_fingerprint` of its audio now): entries written
+    for other audio under the same id do not count as cached, and new entries record them.
+    Without it (a reader that does not know the sources), any entry of a clip id counts.
+    """
+
+    def __init__(self, root: Path, key: CacheKey, fingerprints: dict[str, str] | None = None):
         self.key = key
         self.dir = Path(root) / _safe_dirname(key.encoder) / key.digest()
+        self.fingerprints = fingerprints
         self._index: dict[str, tuple[Path, float]] | None = None
 
     # -- reading -------------------------------------------------------------------------------
     def index(self) -> dict[str, tuple[Path, float]]:
-        """clip id -> (shard path, duration in seconds), read from shard headers only."""
+        """clip id -> (shard path, duration in seconds) of its current entry, read from shard
+        headers only."""
         if self._index is None:
             from safetensors import safe_open
 
@@ -113,10 +159,17 @@ class EmbeddingCache:
                         meta = fh.metadata() or {}
                 except Exception:  # a foreign or damaged file: ignore it, its clips are redone
                     continue
-                for clip_id, duration in json.loads(meta.get("clips", "[]")):
-                    index.setdefault(clip_id, (shard, float(duration)))
+                for clip_id, duration, *fingerprint in json.loads(meta.get("clips", "[]")):
+                    if self._current(clip_id, fingerprint[0] if fingerprint else None):
+                        index.setdefault(clip_id, (shard, float(duration)))
             self._index = index
         return self._index
+
+    def _current(self, clip_id: str, fingerprint: str | None) -> bool:
+        """Whether an entry written with ``fingerprint`` holds the clip's audio as it is now."""
+        if self.fingerprints is None or clip_id not in self.fingerprints:
+            return True
+        return fingerprint == self.fingerprints[clip_id]
 
     def done_ids(self) -> set[str]:
         return set(self.index())
@@ -185,13 +238,14 @@ class EmbeddingCache:
             "format": str(CACHE_FORMAT_VERSION),
             "key": self.key.digest(),
             "num_layers": str(num_layers.pop()),
-            "clips": json.dumps([[cid, float(dur)] for cid, (dur, _) in clips.items()]),
+            "clips": json.dumps([[cid, float(dur), (self.fingerprints or {}).get(cid)]
+                                 for cid, (dur, _) in clips.items()]),
         }
         path = self.dir / f"shard-{uuid.uuid4().hex}.safetensors"
         _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
         if self._index is not None:
             for cid, (dur, _) in clips.items():
-                self._index.setdefault(cid, (path, float(dur)))
+                self._index[cid] = (path, float(dur))  # the entry just made is the current one
         return path
 
 

@@ -30,7 +30,7 @@ import torch
 
 from embench import precision as precisions
 from embench.batching import AUTO, BatchSizer
-from embench.cache import CacheKey, EmbeddingCache, weights_fingerprint
+from embench.cache import CacheKey, EmbeddingCache, source_fingerprint, weights_fingerprint
 from embench.decoding import decoded_clips, pinned_growth, pinned_stats, read_ahead_clips
 from embench.encoder import Encoder, Weights
 from embench.errors import EmbenchError
@@ -215,8 +215,9 @@ def extract(
     settings = _Settings(device, frame_rate, batch_size,
                          default_num_workers(device) if num_workers is None else num_workers,
                          weights, weights_path, show_progress, compile, log, resolved)
+    fingerprints = {c.id: source_fingerprint(c.source, c.start_s, c.end_s) for c in clips}
     cache = EmbeddingCache(cache_root, cache_key(encoder, clips, weights, frame_rate, device,
-                                                     weights_path, resolved))
+                                                     weights_path, resolved), fingerprints)
     cache.prepare()
     done = cache.done_ids()
     todo = [c for c in clips if c.id not in done]

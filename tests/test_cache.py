@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from embench.cache import CacheKey, EmbeddingCache
+from embench.cache import CacheKey, EmbeddingCache, source_fingerprint
 
 
 def _key(**changes) -> CacheKey:
@@ -99,3 +99,32 @@ def test_temporaries_of_other_hosts_are_left_alone(tmp_path):
         tmp.write_bytes(b"partial")
     EmbeddingCache(tmp_path, _key()).prepare()
     assert other.exists() and not mine_dead.exists()
+
+
+def test_an_entry_counts_only_for_the_audio_it_was_made_from(tmp_path):
+    """Entries record the fingerprint of their clip's audio: another file under the same id is
+    not served them, and of two entries the one matching the audio now is read."""
+    ones, twos = [np.ones((2, 3), np.float32)], [np.full((2, 3), 2, np.float32)]
+    first = EmbeddingCache(tmp_path, _key(), {"c": "old"})
+    first.prepare()
+    first.write_shard({"c": (2.0, ones)})
+    assert EmbeddingCache(tmp_path, _key(), {"c": "new"}).done_ids() == set()
+    assert EmbeddingCache(tmp_path, _key()).done_ids() == {"c"}  # a reader without sources
+    EmbeddingCache(tmp_path, _key(), {"c": "new"}).write_shard({"c": (2.0, twos)})
+    for fingerprint, value in (("old", 1), ("new", 2)):
+        got = EmbeddingCache(tmp_path, _key(), {"c": fingerprint}).read("c")[0]
+        assert (got == value).all()
+
+
+def test_source_fingerprint_sees_content_and_size_not_timestamps(tmp_path):
+    path = tmp_path / "a.wav"
+    data = bytes(range(256)) * 100  # 25,600 bytes: three distinct blocks
+    path.write_bytes(data)
+    before = source_fingerprint(path)
+    path.write_bytes(data)  # rewritten: a new modification time, the same bytes
+    assert source_fingerprint(path) == before == source_fingerprint(data)
+    for changed in (data[:-1], b"\xff" + data[1:], data[:-1] + b"\x00"):
+        path.write_bytes(changed)
+        assert source_fingerprint(path) != before
+    assert source_fingerprint(data, 1.0, 2.0) != source_fingerprint(data)
+    assert source_fingerprint(tmp_path / "missing.wav") == "unreadable"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +52,23 @@ def test_second_run_reuses_cache_without_loading_weights(tmp_path):
                     show_progress=False, log=messages.append)
     assert again.load_calls == 0 and len(feats.clip_ids) == 12
     assert "all 13 clips cached" not in messages[0]  # the corrupt clip is retried, not cached
+
+
+def test_a_replaced_file_is_embedded_again(tmp_path):
+    """Same clip id, same size, other audio: the cache must not serve the old embedding."""
+    clips = _clips(tmp_path)
+    extract(SpectralEncoder(), clips, tmp_path / "cache", device=CPU, num_workers=0,
+            show_progress=False, log=lambda m: None)
+    source = {c.id: c.source for c in clips}
+    shutil.copy(source["high0"], source["low0"])  # a high tone where a low one was
+    messages: list[str] = []
+    again = extract(SpectralEncoder(), clips, tmp_path / "cache", device=CPU, num_workers=0,
+                    show_progress=False, log=messages.append)
+    assert "11 of 13 clips cached, extracting 2" in messages[0]  # low0, and the corrupt clip
+    fresh = extract(SpectralEncoder(), clips, tmp_path / "fresh", device=CPU, num_workers=0,
+                    show_progress=False, log=lambda m: None)
+    np.testing.assert_array_equal(again.clip_means(0, ["low0"]), fresh.clip_means(0, ["low0"]))
+    assert not np.array_equal(again.clip_means(0, ["low0"]), again.clip_means(0, ["low1"]))
 
 
 def test_batched_equals_one_at_a_time_and_workers_change_nothing(tmp_path):
