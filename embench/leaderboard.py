@@ -12,7 +12,9 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from operator import attrgetter
 from pathlib import Path
@@ -24,8 +26,8 @@ if TYPE_CHECKING:  # the pydantic models load on first use, keeping this import 
     from embench.results import RunResult, TaskResult
 
 __all__ = [
-    "escape_md", "format_score", "load_result_file", "load_results", "render_markdown",
-    "run_started", "write_markdown", "write_text_atomic",
+    "edited_problems", "escape_md", "format_score", "load_result_file", "load_results",
+    "render_markdown", "run_started", "summary_problems", "write_markdown", "write_text_atomic",
 ]  # fmt: skip
 
 # One pass with str.translate, so no replacement can be re-escaped by a later one. Brackets and
@@ -61,11 +63,31 @@ def _check_schema(path: Path, data: dict) -> None:
         return
     prov = data.get("provenance")
     writer = prov.get("embench_version") if isinstance(prov, dict) else None
+    head = (f"{path}: result schema {found!r} is not readable by embench {__version__} (it "
+            f"reads schema {ours}.x).")
+    if not (major.isdigit() and ours.isdigit()):
+        raise EmbenchError(f"{head} {found!r} is no schema version any embench release writes; "
+                           "the file was probably edited by hand. Use the file as `embench run` "
+                           "wrote it, or rerun `embench run` for a fresh one.")
+    if writer == __version__:
+        # This release writes schema ours.x, so the file's own version claim cannot explain it.
+        raise EmbenchError(
+            f"{head} The file says embench {writer} wrote it, but embench {writer} writes schema "
+            f"{ours}.x, so its schema_version or its provenance.embench_version was edited, or it "
+            f"comes from a development build that kept the version number. Use the file as "
+            f"`embench run` wrote it, rerun `embench run` for a fresh one, or render it with the "
+            f"build that wrote it (any embench release that reads schema {major}.x)."
+        )
     by = f"embench {writer}" if writer else "an embench release"
+    if int(major) > int(ours):
+        raise EmbenchError(
+            f"{head} Its schema is newer than this release reads; the file was written by {by}. "
+            f"Upgrade embench to a release that reads schema {major}.x (or render it with {by})."
+        )
     raise EmbenchError(
-        f"{path}: result schema {found!r} is not readable by embench {__version__} (it reads "
-        f"schema {ours}.x). The file was written by {by}; render it with {by} or any embench "
-        f"release that reads schema {major}.x."
+        f"{head} Its schema is older than this release reads; the file was written by {by}. "
+        f"Render it with {by} or any embench release that reads schema {major}.x, or rerun "
+        "`embench run` with this release for a fresh result file."
     )
 
 
@@ -112,8 +134,52 @@ def load_result_file(path: Path) -> RunResult:
     return run
 
 
-def load_results(paths: list[Path]) -> list[RunResult]:
-    """Load run results from files and folders (searched recursively for ``*.json``)."""
+def summary_problems(i: int, res) -> list[str]:
+    """A summary must be what its per-seed scores give: a hand-edited mean or interval would
+    otherwise be ranked as if embench had measured it."""
+    from embench.results import ScoreSummary
+
+    problems = []
+    for metric, summary in res.summary.items():
+        values = res.scores.get(metric)
+        if not values:
+            problems.append(f"field results.{i}.summary.{metric}: no per-seed scores to back it")
+            continue
+        expected = ScoreSummary.from_values(values)
+        for name in ("mean", "ci95_low", "ci95_high", "n"):
+            got, want = getattr(summary, name), getattr(expected, name)
+            same = (got == want or (isinstance(got, float) and math.isnan(got)
+                                    and math.isnan(want)) or math.isclose(got, want,
+                                                                          rel_tol=1e-9,
+                                                                          abs_tol=1e-9))
+            if not same:
+                problems.append(f"field results.{i}.summary.{metric}.{name}: {got} but the "
+                                f"per-seed scores give {want}; the file was edited after the run")
+                break
+    return problems
+
+
+def edited_problems(run: RunResult) -> list[str]:
+    """Measured rows whose summary is not what their per-seed scores give (the check `embench
+    submit` applies): the file was edited after the run, e.g. a seed's score set to NaN while the
+    mean stayed. Reported (literature) rows carry no per-seed scores to check."""
+    return [problem for i, res in enumerate(run.results) if not res.reported
+            for problem in summary_problems(i, res)]
+
+
+def _warn(message: str) -> None:
+    print(f"embench: warning: {message}", file=sys.stderr)
+
+
+def load_results(paths: list[Path], warn: Callable[[str], None] | None = None,
+                 strict: bool = True) -> list[RunResult]:
+    """Load run results from files and folders (searched recursively for ``*.json``).
+
+    A file that cannot be read as a run result is an error (``strict=False``: a warning, and
+    the file is left out: ``embench run`` then still renders its own folder's leaderboard); a
+    readable one whose summaries its per-seed scores contradict (:func:`edited_problems`) is
+    left out with a warning through ``warn`` (default: stderr) naming it and why, so the other
+    runs still render."""
     runs: list[RunResult] = []
     seen: set[Path] = set()
     for raw in paths:
@@ -129,9 +195,23 @@ def load_results(paths: list[Path]) -> list[RunResult]:
             if key in seen:
                 continue
             seen.add(key)
-            run = _load_one(file, explicit)
-            if run is not None:
-                runs.append(run)
+            try:
+                run = _load_one(file, explicit)
+            except EmbenchError as exc:
+                if strict:
+                    raise
+                (warn or _warn)(f"left {file} out of the leaderboard: {exc}")
+                continue
+            if run is None:
+                continue
+            problems = edited_problems(run)
+            if problems:
+                (warn or _warn)(
+                    f"left {file} out of the leaderboard: " + "; ".join(problems)
+                    + ". Use the file as `embench run` wrote it, or rerun the run for a fresh one."
+                )
+                continue
+            runs.append(run)
     return runs
 
 

@@ -11,14 +11,13 @@ same answer on every machine and needs no matplotlib.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embench.errors import EmbenchError
-from embench.leaderboard import load_result_file, write_text_atomic
+from embench.leaderboard import load_result_file, summary_problems, write_text_atomic
 from embench.leaderboard_charts import draw_png, fingerprint, read_fingerprint
 from embench.leaderboard_html import render_html
 from embench.leaderboard_readme import CHARTS_DIR, render_readme
@@ -66,32 +65,7 @@ def publish_problems(run: RunResult) -> list[str]:
         if len(values) != len(res.seeds):
             problems.append(f"field results.{i}.scores.{res.main_score}: {len(values)} value(s) "
                             f"for {len(res.seeds)} seed(s)")
-        problems += _summary_problems(i, res)
-    return problems
-
-
-def _summary_problems(i: int, res) -> list[str]:
-    """A summary must be what its per-seed scores give: a hand-edited mean or interval would
-    otherwise be ranked as if embench had measured it."""
-    from embench.results import ScoreSummary
-
-    problems = []
-    for metric, summary in res.summary.items():
-        values = res.scores.get(metric)
-        if not values:
-            problems.append(f"field results.{i}.summary.{metric}: no per-seed scores to back it")
-            continue
-        expected = ScoreSummary.from_values(values)
-        for name in ("mean", "ci95_low", "ci95_high", "n"):
-            got, want = getattr(summary, name), getattr(expected, name)
-            same = (got == want or (isinstance(got, float) and math.isnan(got)
-                                    and math.isnan(want)) or math.isclose(got, want,
-                                                                          rel_tol=1e-9,
-                                                                          abs_tol=1e-9))
-            if not same:
-                problems.append(f"field results.{i}.summary.{metric}.{name}: {got} but the "
-                                f"per-seed scores give {want}; the file was edited after the run")
-                break
+        problems += summary_problems(i, res)
     return problems
 
 

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 from embench.errors import EmbenchError
 from embench.leaderboard import load_result_file, write_text_atomic
 from embench.leaderboard_build import (
+    INDEX,
+    README,
     RESULTS_DIR,
     SAFE_NAME,
     BuildReport,
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Submission", "stable_name", "submit_result"]
 
+_README_TITLE = "# embench leaderboard"  # the first line of every README.md the build writes
 _FIX = ("Fix what is named above (or rerun `embench run` for a fresh result file) and submit "
         "again.")
 
@@ -66,6 +69,18 @@ def stable_name(run: RunResult) -> str:
     return name
 
 
+def _is_leaderboard(board: Path) -> bool:
+    """A folder `embench submit` may write to: it has ``results/``, or the README.md that
+    `embench leaderboard build` writes (``results/`` may be lost where git dropped it empty)."""
+    if (board / RESULTS_DIR).is_dir():
+        return True
+    try:
+        with (board / README).open(encoding="utf-8") as fh:
+            return fh.readline().rstrip("\r\n") == _README_TITLE
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _validated(path: Path) -> RunResult:
     if not path.is_file():
         raise EmbenchError(f"No result file at {path}: pass a run-*.json written by `embench run` "
@@ -88,6 +103,15 @@ def submit_result(path: Path, board: Path) -> Submission:
     if not board.is_dir():
         raise EmbenchError(f"No leaderboard folder at {board}: run this from the embench "
                            "checkout (it has leaderboard/) or pass --leaderboard-dir.")
+    if not _is_leaderboard(board):
+        raise EmbenchError(
+            f"{board} does not look like an embench leaderboard folder: it has no {RESULTS_DIR}/ "
+            f"subfolder and no leaderboard {README}, and nothing was written to it. A leaderboard "
+            f"folder holds {RESULTS_DIR}/ (one submitted result file each), {README}, {INDEX} "
+            f"and charts/ (the embench checkout ships one as leaderboard/). Pass that folder with "
+            f"--leaderboard-dir; to start a new leaderboard in {board} on purpose, create "
+            f"{board / RESULTS_DIR} first (e.g. `mkdir {board / RESULTS_DIR}`) and submit again."
+        )
     (board / RESULTS_DIR).mkdir(exist_ok=True)
     text = path.read_text(encoding="utf-8")
     for existing in load_published(board):
