@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from embench import cli_checks as checks
 from embench.errors import EmbenchError, debug_enabled
 from embench.precision import PRECISIONS
 
@@ -26,46 +27,6 @@ def _default_home() -> Path:
     return Path(base) / "embench"
 
 
-def _parse_seeds(value: str) -> list[int]:
-    """``3`` means seeds 0, 1, 2; ``1,5,9`` names them."""
-    try:
-        if "," in value:
-            seeds = [int(s) for s in value.split(",") if s.strip()]
-        else:
-            seeds = list(range(int(value)))
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give a count (3) or a comma list (0,1,2)") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise click.BadParameter(f"{value!r}: need at least one seed and no repeats")
-    return seeds
-
-
-def _parse_batch_size(value: str | int) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        size = int(value)
-    except ValueError:
-        size = 0
-    if size < 1:
-        raise click.BadParameter(f"{value!r}: give a positive number of windows, or auto")
-    return size
-
-
-def _check_captioner(value: str | None) -> str | None:
-    """A path-like ``--captioner`` must be a folder now, not after every extraction."""
-    if value is None:
-        return None
-    from embench.caption_model import local_captioner
-    from embench.errors import EmbenchError
-
-    try:
-        local = local_captioner(value)
-    except EmbenchError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return str(local.resolve()) if local else value
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="embench")
 def cli() -> None:
@@ -74,27 +35,29 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--encoders", "-e", default=DEFAULT_ENCODERS, show_default=True,
-              help="Comma list of encoder names, or 'all'.")
+              callback=checks.check_names, help="Comma list of encoder names, or 'all'.")
 @click.option("--tasks", "-t", default=DEFAULT_TASKS, show_default=True,
-              help="Comma list of task names, or 'all'.")
+              callback=checks.check_names, help="Comma list of task names, or 'all'.")
 @click.option("--protocol", "-p", default=None, help="Protocol for every task (default: each "
               "task's own default, e.g. probe).")
 @click.option("--seeds", default="3", show_default=True, help="Seed count, or a comma list.",
-              callback=lambda ctx, param, value: _parse_seeds(value))
+              callback=lambda ctx, param, value: checks.parse_seeds(value))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--weights", type=click.Choice(["pretrained", "random"]), default="pretrained",
               show_default=True, help="'random': same architecture, seeded random init.")
 @click.option("--weights-dir", type=click.Path(file_okay=False), default=None,
               help="Local folder with model checkpoints (instead of the hub cache).")
-@click.option("--frame-rate", type=click.FloatRange(min=0, min_open=True), default=1.0,
+@click.option("--frame-rate", type=float, default=1.0, callback=checks.positive_finite,
               show_default=True, help="Frames per second of the cached embeddings.")
-@click.option("--window-s", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--window-s", type=float, default=None, callback=checks.positive_finite,
               help="Cut audio into windows of this many seconds (default: each encoder's own).")
-@click.option("--hop-s", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Seconds between window starts (default: the window length).")
-@click.option("--batch-size", default="auto", show_default=True, callback=lambda c, p, v:
-              _parse_batch_size(v), help="Windows per forward pass, or 'auto': as many as fit "
-              "in free GPU memory (halved on out-of-memory); on the CPU one or two.")
+@click.option("--hop-s", type=float, default=None, callback=checks.positive_finite,
+              help="Seconds between window starts (default: the window length; at most the "
+                   "window).")
+@click.option("--batch-size", default="auto", show_default=True,
+              callback=lambda c, p, v: checks.parse_batch_size(v),
+              help="Windows per forward pass, or 'auto': as many as fit in free GPU memory "
+                   "(halved on out-of-memory); on the CPU one or two.")
 @click.option("--compile", "compile_", is_flag=True, help="Run encoders through torch.compile "
               "(pays off on long GPU runs).")
 @click.option("--precision", type=click.Choice(PRECISIONS),
@@ -104,52 +67,88 @@ def cli() -> None:
               "Fine-tuning always keeps fp32 weights.")
 @click.option("--num-workers", type=click.IntRange(min=0), default=None,
               help="Decode threads (default: cores - 1; at most 8 on the CPU).")
-@click.option("--data-dir", type=click.Path(file_okay=False), envvar="EMBENCH_DATA",
+@click.option("--data-dir", type=click.Path(), envvar="EMBENCH_DATA",
+              callback=checks.check_data_dir,
               default=lambda: str(_default_home() / "data"), show_default="$EMBENCH_DATA or "
               "~/.cache/embench/data")
-@click.option("--cache-dir", type=click.Path(file_okay=False), envvar="EMBENCH_CACHE",
+@click.option("--cache-dir", type=click.Path(), envvar="EMBENCH_CACHE",
               default=lambda: str(_default_home() / "cache"), show_default="$EMBENCH_CACHE or "
               "~/.cache/embench/cache")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False), default="embench-results",
               show_default=True, help="Where the result JSON and leaderboard.md go.")
-@click.option("--captioner", default=None, callback=lambda c, p, v: _check_captioner(v),
+@click.option("--captioner", default=None, callback=lambda c, p, v: checks.check_captioner(v),
               help="The T5 of captioning protocols: a hub id read from the local Hugging Face "
                    "cache, a folder saved with save_pretrained, or 'scratch' (a small T5 "
                    "trained from scratch). Default: each task's own (t5-small for musiccaps, "
                    "scratch for toy-captions).")
+@click.option("--resume", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Continue the run of this result file (e.g. one stopped with Ctrl-C): same "
+                   "settings, id and file; only the pairs it has not scored are run.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def run(encoders, tasks, protocol, seeds, device, weights, weights_dir, frame_rate, window_s,
         hop_s, batch_size, compile_, precision, num_workers, captioner, data_dir, cache_dir,
-        output_dir, progress) -> None:
+        output_dir, resume, progress) -> None:
     """Embed each task's audio with each encoder and score it. With no flags: the offline
     toy suite with the melspec baseline."""
+    from embench.extract import resolve_device
     from embench.plugins import get_registry
     from embench.results import RunSpec
     from embench.runner import run as run_spec
 
     registry = get_registry()
-    spec = RunSpec(
-        encoders=registry.resolve("encoder", encoders), tasks=registry.resolve("task", tasks),
-        protocol=protocol, seeds=seeds, device=device, weights=weights,
-        weights_path=weights_dir, frame_rate=frame_rate, window_s=window_s, hop_s=hop_s,
-        batch_size=batch_size, compile=compile_, precision=precision,
-        num_workers=num_workers, captioner=captioner, data_dir=str(data_dir),
-        cache_dir=str(cache_dir), output_dir=str(output_dir),
-    )
-    result, path = run_spec(spec, registry, argv=sys.argv,
+    ctx = click.get_current_context()
+    if resume:
+        spec, resumed = _resumed(ctx, Path(resume))
+        encoder_names = registry.resolve("encoder", spec.encoders)
+        registry.resolve("task", spec.tasks)
+        output_dir = str(resumed[1].parent)
+    else:
+        resumed = None
+        encoder_names = registry.resolve("encoder", encoders)
+        spec = RunSpec(
+            encoders=encoder_names, tasks=registry.resolve("task", tasks),
+            protocol=protocol, seeds=seeds, device=device, weights=weights,
+            weights_path=weights_dir, frame_rate=frame_rate, window_s=window_s, hop_s=hop_s,
+            batch_size=batch_size, compile=compile_, precision=precision,
+            num_workers=num_workers, captioner=captioner, data_dir=str(data_dir),
+            cache_dir=str(cache_dir), output_dir=str(output_dir),
+        )
+    resolve_device(spec.device)  # a device this torch cannot run on fails now, not mid-run
+    checks.check_cache_dir(spec.cache_dir, not resume and checks.from_env(ctx, "cache_dir"))
+    result, path = run_spec(spec, registry, argv=sys.argv, resume=resumed,
                             log=lambda m: click.echo(m, err=True), show_progress=progress)
     if path is None:  # a worker rank of a torchrun launch: rank 0 reports
         return
     _print_table(result)
+    _print_skipped(result, path)
     click.echo(f"Result: {path}")
     board = Path(output_dir) / "leaderboard.md"
     from embench.leaderboard import load_results, write_markdown
 
-    write_markdown(load_results([Path(output_dir)]), board)
+    # another file in the folder that cannot be read costs this run nothing: it is named
+    write_markdown(load_results([Path(output_dir)], strict=False), board)
     click.echo(f"Leaderboard: {board}")
     if result.failures:
         click.echo(f"{len(result.failures)} pair(s) failed; reasons are in {path}", err=True)
         sys.exit(1)
+
+
+def _resumed(ctx: click.Context, path: Path):
+    """The settings and the result of the run ``--resume`` continues; other run settings on
+    the command line are refused: the scores of one run share one set of settings."""
+    from click.core import ParameterSource
+
+    from embench.leaderboard import load_result_file
+    from embench.runner import resumable
+
+    given = [f"--{p.name.rstrip('_').replace('_', '-')}" for p in ctx.command.params
+             if p.name not in ("resume", "progress")
+             and ctx.get_parameter_source(p.name) is ParameterSource.COMMANDLINE]
+    if given:
+        raise click.UsageError(f"--resume continues the run with the settings it was started "
+                               f"with; drop {', '.join(given)}.", ctx)
+    resumed = resumable(load_result_file(path), path)
+    return resumed.spec, (resumed, path)
 
 
 def _print_table(result) -> None:
@@ -163,13 +162,32 @@ def _print_table(result) -> None:
         s = r.main
         table.add_row(r.encoder + (" (random)" if r.weights == "random" else ""),
                       f"{r.task} · {r.protocol}",
-                      f"{r.main_score} {s.mean:.2f} ± {s.ci95_half_width:.2f}", str(len(r.seeds)),
+                      _score_cell(r.main_score, s), str(len(r.seeds)),
                       " · ".join(f"{k} {v:.2f}" for k, v in r.baselines.items()),
                       str(len(r.skipped)), _pair_time(r))
     for f in result.failures:
         table.add_row(f.encoder, f"{f.task} · {f.protocol or ''}", "FAILED", "",
                       f.reason[:80], "", "")
     Console().print(table)
+
+
+def _print_skipped(result, path) -> None:
+    """Why clips were left out, a few per pair (the result file lists them all), so a corrupt
+    file is seen without opening the JSON."""
+    for r in result.results:
+        if not r.skipped:
+            continue
+        shown = "; ".join(f"{s.clip_id}: {s.reason}" for s in r.skipped[:3])
+        more = f" (and {len(r.skipped) - 3} more)" if len(r.skipped) > 3 else ""
+        click.echo(f"{r.encoder} on {r.task}: {len(r.skipped)} clip(s) skipped - {shown}{more}; "
+                   f"all are in {path}", err=True)
+
+
+def _score_cell(name: str, summary) -> str:
+    """Mean ± 95% CI half width; one seed has no spread to make an interval from."""
+    if summary.n < 2:
+        return f"{name} {summary.mean:.2f} (1 seed: no CI)"
+    return f"{name} {summary.mean:.2f} ± {summary.ci95_half_width:.2f}"
 
 
 def _pair_time(r) -> str:
@@ -296,7 +314,11 @@ def leaderboard_render(paths: tuple[str, ...], output: str | None) -> None:
                            "pass result files or folders: `embench leaderboard PATH...`.")
     runs = load_results(sources)
     if output:
-        write_markdown(runs, Path(output))
+        try:
+            write_markdown(runs, Path(output))
+        except OSError as exc:
+            raise EmbenchError(f"cannot write {output}: {checks.reason(exc, output)}; choose "
+                               f"another -o") from None
         click.echo(f"Leaderboard: {output}")
     else:
         click.echo(render_markdown(runs))
@@ -330,8 +352,13 @@ def plot(result_file: str, output_dir: str | None) -> None:
     accuracy by layer, and a PCA of cached clip means (needs matplotlib: embench[plots])."""
     from embench.plots import plot_run
 
-    written = plot_run(Path(result_file), Path(output_dir) if output_dir else None,
-                       log=lambda m: click.echo(m, err=True))
+    try:
+        written = plot_run(Path(result_file), Path(output_dir) if output_dir else None,
+                           log=lambda m: click.echo(m, err=True))
+    except OSError as exc:  # plot_run checks the folder first; this is e.g. a full disk
+        target = exc.filename or output_dir or "the plots"
+        raise EmbenchError(f"cannot write {target}: {exc.strerror or exc}; choose another "
+                           f"-o") from None
     for path in written:
         click.echo(str(path))
 
@@ -342,7 +369,8 @@ def data() -> None:
 
 
 @data.command(name="musiccaps")
-@click.option("--data-dir", type=click.Path(file_okay=False), envvar="EMBENCH_DATA",
+@click.option("--data-dir", type=click.Path(), envvar="EMBENCH_DATA",
+              callback=checks.check_data_dir,
               default=lambda: str(_default_home() / "data"), show_default="$EMBENCH_DATA or "
               "~/.cache/embench/data")
 @click.option("--download", is_flag=True, help="Fetch missing clips from YouTube (needs "

@@ -31,7 +31,9 @@ class UnknownNameError(EmbenchError):
         paragraph, e.g. which plugins failed to load (their names would be missing)."""
         self.kind, self.name = kind, name
         self.available = sorted(available)
-        close = difflib.get_close_matches(name, self.available, n=3, cutoff=0.5)
+        by_lower = {a.lower(): a for a in self.available}  # MELSPEC finds melspec
+        close = [by_lower[c] for c in difflib.get_close_matches(name.lower(), list(by_lower),
+                                                                 n=3, cutoff=0.5)]
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         listing = ", ".join(self.available) or "(none registered)"
         where = f" for {of}" if of else ""

@@ -41,7 +41,9 @@ from embench.windowing import FramePooler, PooledBatch, Window, plan_windows
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; an unusable explicit choice is an error."""
+    """``auto`` picks CUDA when present, else CPU; an explicit choice this machine cannot run
+    is an error saying what to use instead (``torch.device`` accepts names such as mps, xpu
+    or meta even on builds that lack them, and fails only later, mid-run)."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -50,11 +52,28 @@ def resolve_device(spec: str = "auto") -> torch.device:
         raise EmbenchError(
             f"--device {spec!r} is not a device; use auto, cpu, cuda or cuda:N."
         ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EmbenchError(
-            f"--device {spec} asked for CUDA, but torch sees no GPU here (torch "
-            f"{torch.__version__}). Use --device cpu, or install a CUDA build of torch."
-        )
+    if device.type == "cpu":
+        return device
+    if device.type == "meta":
+        raise EmbenchError("--device meta holds shapes, not data, so no model can run on it; "
+                           "use auto, cpu or cuda.")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EmbenchError(
+                f"--device {spec} asked for CUDA, but torch sees no GPU here (torch "
+                f"{torch.__version__}). Use --device cpu, or install a CUDA build of torch."
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise EmbenchError(f"--device {spec}: torch sees {count} GPU(s) here, numbered "
+                               f"0 to {count - 1}; use auto, cuda or cuda:N with N < {count}.")
+        return device
+    backend = getattr(torch.backends, device.type, None) if device.type == "mps" else \
+        getattr(torch, device.type, None)
+    is_available = getattr(backend, "is_available", None)
+    if not (callable(is_available) and is_available()):
+        raise EmbenchError(f"--device {spec} is not available in this torch build (torch "
+                           f"{torch.__version__}); use auto or cpu")
     return device
 
 
@@ -211,6 +230,11 @@ def extract(
     the resolved one is in the cache key.
     """
     info = encoder.info
+    if frame_rate > max(info.frame_rate, 1.0) * (1 + 1e-9):  # 1 Hz, the default, always works
+        raise EmbenchError(
+            f"--frame-rate {frame_rate:g} is finer than {info.name}'s own {info.frame_rate:g} "
+            f"frames per second: the extra bins would only repeat its frames. Use "
+            f"--frame-rate {info.frame_rate:g} or less.")
     resolved = precisions.resolve(precision, encoder, device)
     settings = _Settings(device, frame_rate, batch_size,
                          default_num_workers(device) if num_workers is None else num_workers,

@@ -278,6 +278,16 @@ def projection_inputs(run: RunResult, result: TaskResult
                     dims=dims if len(set(dims)) > 1 else (dims[0],)), clips, None
 
 
+def _check_writable(folder: Path) -> None:
+    """Create ``folder`` and write a file there before drawing anything, so an unusable ``-o``
+    is one clear message rather than a traceback from the first savefig."""
+    from embench.folders import writable_folder_problem
+
+    why = writable_folder_problem(folder)
+    if why:
+        raise EmbenchError(f"cannot write {folder} ({why}); choose another -o")
+
+
 def plot_run(path: Path, out_dir: Path | None = None,
              log: Callable[[str], None] = print) -> list[Path]:
     """Plots for every classification result of one run file, into ``out_dir`` (default
@@ -290,6 +300,7 @@ def plot_run(path: Path, out_dir: Path | None = None,
                            f"{sorted({r.task for r in run.results}) or 'none'}); `embench plot` "
                            f"draws classification probe results only.")
     out = Path(out_dir) if out_dir is not None else Path(path).parent / f"run-{run.run_id}-plots"
+    _check_writable(out)
     written: list[Path] = []
     for result in results:
         features, clips, why = projection_inputs(run, result)

@@ -99,12 +99,19 @@ class Registry:
         return table[name]
 
     def failures(self) -> str:
-        """Which plugins failed to load or register, for messages about missing names."""
+        """Why a name may be missing: plugins that failed to load or register, and an
+        ``EMBENCH_LOAD_PLUGINS`` that leaves plugins out."""
+        notes = []
         failed = [f"{p.name!r} ({p.error})" for p in self.plugins.values() if p.error]
-        if not failed:
-            return ""
-        return ("Plugins with errors (a name they register may be missing): " + "; ".join(failed)
-                + ". Fix or uninstall them; `embench plugins` shows each one.")
+        if failed:
+            notes.append("Plugins with errors (a name they register may be missing): "
+                         + "; ".join(failed) + ". Fix or uninstall them; `embench plugins` "
+                         "shows each one.")
+        selected = os.environ.get(LOAD_ENV)
+        if selected is not None:
+            notes.append(f"{LOAD_ENV}={selected!r} loads only the plugins it names; unset it "
+                         f"to load every installed plugin.")
+        return "\n".join(notes)
 
     def resolve(self, kind: str, spec: str | list[str]) -> list[str]:
         """Expand ``"all"`` or a comma list into canonical names, failing on unknown ones."""

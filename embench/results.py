@@ -51,6 +51,8 @@ class Provenance(_Model):
     device: str
     started_at: str
     finished_at: str | None = None
+    #: when ``embench run --resume`` continued this run (it keeps its id, file and settings)
+    resumed_at: list[str] = Field(default_factory=list)
     command_line: list[str] = Field(default_factory=list)
     #: ``EMBENCH_*`` variables set for the run: kernel routes (``EMBENCH_UNFOLD_CONV``,
     #: ``EMBENCH_FIRST_LAYER``, ``EMBENCH_FEATURE_ENCODER``) change embeddings at float rounding

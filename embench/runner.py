@@ -52,6 +52,10 @@ def with_windowing(encoder: Encoder, window_s: float | None, hop_s: float | None
     if window * info.sample_rate < info.min_samples:
         raise EmbenchError(f"--window-s {window} is shorter than {info.name} accepts "
                            f"({info.min_samples / info.sample_rate:.3f} s).")
+    if hop_s is not None and hop_s > window:
+        raise EmbenchError(f"--hop-s {hop_s:g} is longer than {info.name}'s window ({window:g} s):"
+                           f" the audio between windows would never be embedded; give a hop "
+                           f"<= the window, or a longer --window-s.")
     clone = copy.copy(encoder)
     clone.info = dataclasses.replace(info, window_s=window, hop_s=hop_s)
     return clone
@@ -76,11 +80,39 @@ def write_result(result: RunResult, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def resumable(previous: RunResult, path: Path) -> RunResult:
+    """``previous`` (read from ``path``) ready to be continued by :func:`run`: same settings,
+    the pairs it scored kept, the ones it has not scored (or that failed) to be run. Refused
+    where its numbers could not be compared with the new ones."""
+    from embench import __version__
+
+    if previous.spec is None:
+        raise EmbenchError(f"{path} records no run settings (spec), so it cannot be resumed; "
+                           f"start a new run.")
+    prov, commit = previous.provenance, provenance.git_commit()
+    if prov.embench_version != __version__ or (prov.git_commit and commit
+                                               and prov.git_commit != commit):
+        raise EmbenchError(
+            f"{path} was written by embench {prov.embench_version} (commit "
+            f"{prov.git_commit or 'unknown'}), this is {__version__} (commit "
+            f"{commit or 'unknown'}): one run must not mix scores of two versions. "
+            f"Resume it with that version, or start a new run (cached embeddings are reused "
+            f"where still valid).")
+    resumed = previous.model_copy(deep=True)
+    resumed.provenance.resumed_at.append(provenance.now())
+    resumed.provenance.finished_at = None
+    resumed.failures = []  # failed pairs are run again: their cause may be fixed by now
+    return resumed
+
+
 def run(spec: RunSpec, registry: Registry, *, argv: list[str] | None = None,
-        log: Callable[[str], None] = print,
-        show_progress: bool = True) -> tuple[RunResult, Path | None]:
+        log: Callable[[str], None] = print, show_progress: bool = True,
+        resume: tuple[RunResult, Path] | None = None) -> tuple[RunResult, Path | None]:
     """Execute ``spec``; returns the RunResult and the path of its JSON file (``None`` on the
-    worker ranks of a torchrun launch, which write no results: see :mod:`embench.distributed`)."""
+    worker ranks of a torchrun launch, which write no results: see :mod:`embench.distributed`).
+
+    ``resume``: a result from :func:`resumable` and its file; the run keeps its id and file and
+    scores only the pairs that file has no result for (``spec`` is then its spec)."""
     from embench import distributed
     from embench.extract import resolve_device
 
@@ -96,11 +128,15 @@ def run(spec: RunSpec, registry: Registry, *, argv: list[str] | None = None,
             log = lambda m: worker_log(f"[rank {ranks.rank}] {m}")  # noqa: E731
             show_progress = False
         spec = spec.model_copy(update={"world_size": ranks.world_size})
-        run_id = new_run_id()
-        out_dir = Path(spec.output_dir)
-        path = out_dir / f"run-{run_id}.json"
-        result = RunResult(run_id=run_id, provenance=provenance.collect(str(device), argv),
-                           spec=spec)
+        if resume is None:
+            run_id = new_run_id()
+            out_dir = Path(spec.output_dir)
+            path = out_dir / f"run-{run_id}.json"
+            result = RunResult(run_id=run_id, provenance=provenance.collect(str(device), argv),
+                               spec=spec)
+        else:
+            result, path = resume
+            out_dir = path.parent
         save = (lambda: write_result(result, path)) if ranks.is_main else (lambda: None)
         try:
             save()
@@ -109,13 +145,13 @@ def run(spec: RunSpec, registry: Registry, *, argv: list[str] | None = None,
                                f"Choose a writable folder with --output-dir.") from None
         try:
             _run_pairs(spec, result, save, encoders, tasks, protocols, device, log,
-                       show_progress, ranks)
+                       show_progress, ranks, out_dir)
         except KeyboardInterrupt:
             save()
             if ranks.is_main:
                 log(f"Interrupted: the {len(result.results)} pair(s) scored so far are saved in "
-                    f"{path}. Run the same command again to continue; cached embeddings are "
-                    f"reused.")
+                    f"{path}. `embench run --resume {path}` scores the rest (cached embeddings "
+                    f"are reused; a pair cut off mid-way starts again).")
             raise
         result.provenance.finished_at = provenance.now()
         save()
@@ -125,9 +161,13 @@ def run(spec: RunSpec, registry: Registry, *, argv: list[str] | None = None,
 
 
 def _run_pairs(spec: RunSpec, result: RunResult, save: Callable[[], None], encoders, tasks,
-               protocols, device, log, show_progress, ranks) -> None:
-    out_dir = Path(spec.output_dir)
+               protocols, device, log, show_progress, ranks, out_dir: Path) -> None:
     pair_root = out_dir / f"run-{result.run_id}"
+    done = {(r.encoder, r.task) for r in result.results}  # a resumed run keeps these
+    if done:
+        log(f"resuming run {result.run_id}: {len(done)} pair(s) already scored")
+    encoders = [e for e in encoders if any((e.name, t.name) not in done for t in tasks)]
+    tasks = [t for t in tasks if any((e.name, t.name) not in done for e in encoders)]
 
     clipsets: dict[str, ClipSet] = {}
     for task in tasks:
@@ -146,10 +186,12 @@ def _run_pairs(spec: RunSpec, result: RunResult, save: Callable[[], None], encod
             clipsets[task.name] = clips
             continue
         for encoder in encoders:
-            _record_failure(result, encoder.name, task.name, protocols[task.name], error, log)
+            if (encoder.name, task.name) not in done:
+                _record_failure(result, encoder.name, task.name, protocols[task.name], error,
+                                log)
     for encoder in encoders:
         for task in tasks:
-            if task.name not in clipsets:
+            if task.name not in clipsets or (encoder.name, task.name) in done:
                 continue
             try:
                 scored = _run_pair(spec, encoder, task, clipsets[task.name], protocols[task.name],

@@ -152,7 +152,9 @@ class FramePooler:
         bins = torch.minimum((times * self.frame_rate).floor().clamp(min=0), last).long()
         first = bins[:, :1]
         local = bins - first  # [W, F], non-decreasing from 0 along F
-        n_local = min(n_frames, windows.max_bins)  # known on the host: no device sync
+        # every bin a window touches, known on the host (no device sync); frames coarser than
+        # the grid skip bins, so their count is no bound
+        n_local = windows.max_bins
         assign = torch.zeros(len(windows.meta), n_local, n_frames, device=device)
         assign.scatter_(1, local.unsqueeze(1), 1.0)
         rows = (first + offset.long()

@@ -198,6 +198,7 @@ def test_captioner_flag_reaches_the_task_and_the_result(tmp_path, monkeypatch):
     try:
         out, folder = tmp_path / "out", tmp_path / "my-t5"
         folder.mkdir()
+        (folder / "config.json").write_text("{}")  # what save_pretrained leaves
         monkeypatch.chdir(tmp_path)
         assert run_main(["run", "-e", "fake-spectral", "-t", "fake-tones", "--seeds", "1",
                          "--no-progress", "--num-workers", "0", "-o", str(out),

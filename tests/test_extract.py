@@ -112,6 +112,16 @@ def test_encoder_output_not_matching_its_info_is_a_clear_error(tmp_path):
                 show_progress=False, log=lambda m: None)
 
 
+def test_a_frame_rate_finer_than_the_encoders_is_refused(tmp_path):
+    with pytest.raises(EmbenchError, match="--frame-rate 20 is finer than fake-spectral's own "
+                                           "10 frames per second"):
+        extract(SpectralEncoder(), _clips(tmp_path), tmp_path / "cache", device=CPU,
+                frame_rate=20.0, num_workers=0, show_progress=False, log=lambda m: None)
+    feats = extract(SpectralEncoder(), _clips(tmp_path), tmp_path / "cache", device=CPU,
+                    frame_rate=10.0, num_workers=0, show_progress=False, log=lambda m: None)
+    assert feats.frames(0)[0].shape == (20, 8)  # 2 s at its native 10 Hz
+
+
 def test_an_encoder_that_forgot_the_layer_axis_is_told_the_shape_to_return(tmp_path):
     class Flat(SpectralEncoder):
         def forward(self, waveforms):
@@ -234,6 +244,17 @@ def test_ctrl_c_keeps_the_result_file_and_says_how_to_resume(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
-    assert "Run the same command again to continue" in stderr and "Traceback" not in stderr
     (result_file,) = (tmp_path / "out").glob("run-*.json")
+    assert f"`embench run --resume {result_file}` scores the rest" in stderr
+    assert "Traceback" not in stderr
     assert json.loads(result_file.read_text())["provenance"]["finished_at"] is None
+    env = {**os.environ, "DELAY": "0", "EMBENCH_CACHE": str(tmp_path / "cache"),
+           "EMBENCH_DATA": str(tmp_path / "data")}
+    done = subprocess.run([sys.executable, str(tmp_path / "run_fake.py"), "run", "--resume",
+                           str(result_file), "--no-progress"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in (tmp_path / "out").glob("run-*.json")] == [result_file.name]
+    run = json.loads(result_file.read_text())
+    assert len(run["results"]) == 1 and run["provenance"]["finished_at"]
+    assert len(run["provenance"]["resumed_at"]) == 1

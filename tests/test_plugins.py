@@ -135,6 +135,16 @@ def test_debug_shows_where_a_plugin_failed(tmp_path, monkeypatch, capsys):
     sys.modules.pop("broken_embench_plugin", None)
 
 
+def test_unknown_name_matches_regardless_of_case_and_names_load_plugins(monkeypatch):
+    with pytest.raises(UnknownNameError, match="Did you mean 'melspec'"):
+        plugins.get_registry().encoder("MELSPEC")
+    plugins.reset()
+    monkeypatch.setenv("EMBENCH_LOAD_PLUGINS", "nosuch")
+    with pytest.raises(UnknownNameError, match="EMBENCH_LOAD_PLUGINS='nosuch' loads only the "
+                                               "plugins it names; unset it"):
+        plugins.get_registry().encoder("melspec")
+
+
 def test_unknown_name_suggests_close_matches():
     registry = plugins.get_registry()
     with pytest.raises(UnknownNameError) as err:

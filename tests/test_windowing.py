@@ -64,6 +64,14 @@ def test_empty_bins_take_nearest_filled_bin():
     assert out.squeeze(1).tolist() == [1.0, 1.0, 1.0, 1.0, 1.0, 5.0, 5.0, 5.0]
 
 
+def test_several_frames_coarser_than_the_grid_land_in_their_bins():
+    """Two frames per 10 s window (0.2 Hz, like CLAP's coarsest stages against a finer grid)
+    at 1 Hz: the frames fall in bins 2 and 7, more than two bins apart."""
+    frames = torch.tensor([[1.0], [5.0]])
+    out = _pool([(0.0, 10.0, frames)], duration_s=10.0, frame_rate=1.0)
+    assert out.squeeze(1).tolist() == [1.0, 1.0, 1.0, 1.0, 1.0, 5.0, 5.0, 5.0, 5.0, 5.0]
+
+
 def test_windows_of_many_clips_pool_in_one_call():
     pooler = FramePooler([2.0, 3.0], frame_rate=1.0, num_layers=1)
     frames = torch.tensor([[[1.0], [3.0]], [[10.0], [20.0]]])  # 2 windows x 2 frames
