@@ -313,6 +313,9 @@ def leaderboard_render(paths: tuple[str, ...], output: str | None) -> None:
         raise EmbenchError("No results in ./embench-results yet: run `embench run` first, or "
                            "pass result files or folders: `embench leaderboard PATH...`.")
     runs = load_results(sources)
+    if not runs:
+        raise EmbenchError(f"No embench result files in {', '.join(map(str, sources))}: pass "
+                           f"the run-*.json files `embench run` wrote, or their folder.")
     if output:
         try:
             write_markdown(runs, Path(output))

@@ -79,6 +79,17 @@ def ensure_generated(root: Path, build: Callable[[Path], None]) -> None:
     """
     if _complete(root):
         return
+    try:
+        _generate(root, build)
+    except OSError as exc:  # a read-only or full disk: say where, and what to choose instead
+        raise MissingDataError(
+            f"Cannot generate the toy dataset in {root.parent}: {exc.strerror or exc}. Choose a "
+            f"writable folder with --data-dir or EMBENCH_DATA.") from exc
+    if not _complete(root):
+        raise MissingDataError(f"Generating the toy dataset into {root} failed; delete it, retry.")
+
+
+def _generate(root: Path, build: Callable[[Path], None]) -> None:
     root.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_temporaries(root)
     if root.exists():  # incomplete or damaged (e.g. files deleted by hand): set aside, regenerate
@@ -96,8 +107,6 @@ def ensure_generated(root: Path, build: Callable[[Path], None]) -> None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if not _complete(root):
-        raise MissingDataError(f"Generating the toy dataset into {root} failed; delete it, retry.")
 
 
 def build_dataset(out: Path, task: str, stream: int, n_clips: int, with_captions: bool) -> None:

@@ -174,6 +174,15 @@ def test_damaged_dataset_is_regenerated(tmp_path: Path) -> None:
     assert victim.read_bytes() == original
 
 
+def test_a_data_folder_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    from embench import MissingDataError
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    with pytest.raises(MissingDataError, match="Cannot generate the toy dataset in .*--data-dir"):
+        toy.ToyGenres(clips_per_genre=1).load(blocker / "data")
+
+
 # -- captions ----------------------------------------------------------------------------------
 def test_captions_state_the_parameters(captions: ClipSet, data_dir: Path) -> None:
     meta = json.loads((toy.ToyCaptions().dataset_dir(data_dir) / "metadata.json").read_text())
