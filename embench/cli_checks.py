@@ -47,7 +47,6 @@ def check_captioner(value: str | None) -> str | None:
     if value is None:
         return None
     from embench.caption_model import local_captioner
-    from embench.errors import EmbenchError
 
     try:
         local = local_captioner(value)
@@ -69,7 +68,7 @@ def check_names(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 def positive_finite(ctx: click.Context, param: click.Parameter,
-                     value: float | None) -> float | None:
+                    value: float | None) -> float | None:
     """``> 0`` alone lets nan and inf through; both would end in a crash mid-run."""
     if value is not None and not (math.isfinite(value) and value > 0):
         raise click.BadParameter(f"{value}: give a finite number greater than 0")
