@@ -314,8 +314,9 @@ def leaderboard_render(paths: tuple[str, ...], output: str | None) -> None:
                            "pass result files or folders: `embench leaderboard PATH...`.")
     runs = load_results(sources)
     if not runs:
-        raise EmbenchError(f"No embench result files in {', '.join(map(str, sources))}: pass "
-                           f"the run-*.json files `embench run` wrote, or their folder.")
+        raise EmbenchError(f"Nothing to render: no usable embench result file in "
+                           f"{', '.join(map(str, sources))} (any left out are named above). "
+                           f"Pass the run-*.json files `embench run` wrote, or their folder.")
     if output:
         try:
             write_markdown(runs, Path(output))

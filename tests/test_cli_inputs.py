@@ -287,5 +287,5 @@ def test_skipped_clips_are_named_with_their_reason(tmp_path, capsys, fake_plugin
 def test_leaderboard_of_a_folder_without_results_is_refused(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     _refused(capsys, ["leaderboard", str(tmp_path / "empty"), "-o", str(tmp_path / "x.md")],
-             "No embench result files in")
+             "Nothing to render: no usable embench result file in")
     assert not (tmp_path / "x.md").exists()

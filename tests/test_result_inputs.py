@@ -122,9 +122,10 @@ def test_leaderboard_explicit_edited_file_and_submit_agree(tmp_path, capsys):
     assert len(warnings) == 1 and str(edited) in warnings[0]
     with pytest.raises(EmbenchError, match="edited after the run"):
         submit_result(edited, new_board(tmp_path))
-    assert run_main(["leaderboard", str(edited), "-o", str(tmp_path / "lb.md")]) == 0
-    assert "No results." in (tmp_path / "lb.md").read_text()
-    assert "edited after the run" in capsys.readouterr().err
+    assert run_main(["leaderboard", str(edited), "-o", str(tmp_path / "lb.md")]) == 2
+    assert not (tmp_path / "lb.md").exists()  # nothing left to render is refused
+    err = capsys.readouterr().err
+    assert "edited after the run" in err and "Nothing to render" in err
 
 
 def test_leaderboard_keeps_consistent_files(tmp_path):
