@@ -403,8 +403,10 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except EmbenchError as exc:
-        if debug_enabled():
-            raise
+        if debug_enabled():  # the traceback too, and still the error's own exit code
+            import traceback
+
+            traceback.print_exc()
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
 

@@ -133,7 +133,7 @@ def _as_layers(out: torch.Tensor | Sequence[torch.Tensor], encoder: Encoder,
                                f"expected [batch, frames, {info.layer_dim(i)}]")
         if batch is not None and layer.shape[0] != batch:
             raise EmbenchError(
-                f"encoder {info.name!r} returned {layer.shape[0]} rows in layer {i} for a "
+                f"encoder {info.name!r} returned {layer.shape[0]} row(s) in layer {i} for a "
                 f"batch of {batch} windows; forward must return one row per input row, in order")
     return layers
 

@@ -283,7 +283,8 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
         extract_s = round(time.perf_counter() - start, 3)
         if not features.clip_ids:
             raise EmbenchError(f"no clip of {task.name} could be embedded by {encoder.name}; "
-                               f"first reasons: {list(features.skipped.items())[:3]}")
+                               "first reasons: " + "; ".join(f"{cid}: {why}" for cid, why
+                                                             in list(features.skipped.items())[:3]))
     output_dir = pair_root / task.name / encoder.name
     output_dir.mkdir(parents=True, exist_ok=True)
     ctx = EvalContext(clips=clips, protocol=protocol, seeds=list(spec.seeds), device=device,

@@ -157,9 +157,11 @@ class FramePooler:
         n_local = windows.max_bins
         assign = torch.zeros(len(windows.meta), n_local, n_frames, device=device)
         assign.scatter_(1, local.unsqueeze(1), 1.0)
-        rows = (first + offset.long()
-                + torch.arange(n_local, device=device).unsqueeze(0)).reshape(-1)
-        rows = rows.clamp(max=self.offsets[-1] - 1)  # bins past a clip's end hold zeros
+        # a window's bins past its clip's end go to a spare last row, never to the next clip's
+        # bins: they add 0-weighted frames, and 0 x NaN would spoil the neighbour's means
+        clip_bins = first + torch.arange(n_local, device=device).unsqueeze(0)  # [W, n_local]
+        rows = torch.where(clip_bins <= last.long(), clip_bins + offset.long(),
+                           self.offsets[-1]).reshape(-1)
         plan = _Plan(assign.to(dtype), assign.sum(dim=2).reshape(-1), rows)
         windows.plans[(n_frames, dtype)] = plan
         return plan
@@ -176,9 +178,9 @@ class FramePooler:
         dim = frames.shape[2]
         plan = self._plan(windows, frames)
         sums = frame_sums(plan.assign, frames)  # [W, n_local, D] fp32
-        if self.sums[layer] is None:
-            self.sums[layer] = torch.zeros(self.offsets[-1], dim, device=frames.device)
-            self.counts[layer] = torch.zeros(self.offsets[-1], device=frames.device)
+        if self.sums[layer] is None:  # one row per bin of every clip, and the spare row
+            self.sums[layer] = torch.zeros(self.offsets[-1] + 1, dim, device=frames.device)
+            self.counts[layer] = torch.zeros(self.offsets[-1] + 1, device=frames.device)
         self.sums[layer].index_add_(0, plan.rows, sums.reshape(-1, dim))
         self.counts[layer].index_add_(0, plan.rows, plan.counts)
 
@@ -195,6 +197,7 @@ class FramePooler:
         on_cuda = self.sums[0].device.type == "cuda"
         layers = []
         for sums, counts in zip(self.sums, self.counts, strict=True):
+            sums, counts = sums[:-1], counts[:-1]  # without the spare row
             means = (sums / counts.clamp(min=1).unsqueeze(1)).to(dtype)
             filled = counts > 0
             if on_cuda:

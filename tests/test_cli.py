@@ -36,7 +36,7 @@ def test_debug_env_shows_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "embench", "run", "-e", "nope"],
                           capture_output=True, text=True, env={**_env(tmp_path),
                                                                "EMBENCH_DEBUG": "1"})
-    assert proc.returncode != 0 and "Traceback" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" in proc.stderr  # the error's own exit code
     assert "UnknownNameError" in proc.stderr
 
 

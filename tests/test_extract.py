@@ -137,7 +137,7 @@ def test_an_encoder_returning_the_wrong_number_of_rows_is_named(tmp_path):
         def forward(self, waveforms):
             return super().forward(waveforms)[:1]
 
-    with pytest.raises(EmbenchError, match="returned 1 rows in layer 0 for a batch of 4"):
+    with pytest.raises(EmbenchError, match=r"returned 1 row\(s\) in layer 0 for a batch of 4"):
         extract(FirstRowOnly(), _clips(tmp_path), tmp_path / "cache", device=CPU,
                 batch_size=4, num_workers=0, show_progress=False, log=lambda m: None)
 

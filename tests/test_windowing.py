@@ -81,6 +81,17 @@ def test_windows_of_many_clips_pool_in_one_call():
     assert clip1 == [10.0, 10.0, 20.0]  # bin 0 empty -> nearest filled bin
 
 
+def test_a_nan_clip_does_not_leak_into_the_next_clip_of_its_batch():
+    """A window touches a few bins past its clip's end; they must not be the next clip's rows,
+    or its 0-weighted NaN frames (0 x NaN = NaN) spoil the neighbour's means."""
+    pooler = FramePooler([2.0, 2.0], frame_rate=1.0, num_layers=1)
+    frames = torch.tensor([[[float("nan")], [float("nan")]], [[10.0], [20.0]]])
+    pooler.add(0, pooler.windows([0, 1], [0.0, 0.0], [2.0, 2.0], torch.device("cpu")), frames)
+    clip0, clip1 = (c[0].squeeze(1).tolist() for c in pooler.result())
+    assert all(v != v for v in clip0)  # NaN stays with the clip that made it
+    assert clip1 == [10.0, 20.0]
+
+
 def test_output_frame_count():
     assert n_output_frames(30.0, 1.0) == 30
     assert n_output_frames(29.99, 1.0) == 30
