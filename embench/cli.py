@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from embench import cli_checks as checks
+from embench import run_summary as summary
 from embench.errors import EmbenchError, debug_enabled
 from embench.precision import PRECISIONS
 
@@ -98,10 +99,11 @@ def run(encoders, tasks, protocol, seeds, device, weights, weights_dir, frame_ra
     registry = get_registry()
     ctx = click.get_current_context()
     if resume:
-        spec, resumed = _resumed(ctx, Path(resume))
+        resumed = (_resumed(ctx, Path(resume)), Path(resume))
+        spec = resumed[0].spec
         encoder_names = registry.resolve("encoder", spec.encoders)
         registry.resolve("task", spec.tasks)
-        output_dir = str(resumed[1].parent)
+        output_dir = str(Path(resume).parent)
     else:
         resumed = None
         encoder_names = registry.resolve("encoder", encoders)
@@ -119,8 +121,8 @@ def run(encoders, tasks, protocol, seeds, device, weights, weights_dir, frame_ra
                             log=lambda m: click.echo(m, err=True), show_progress=progress)
     if path is None:  # a worker rank of a torchrun launch: rank 0 reports
         return
-    _print_table(result)
-    _print_skipped(result, path)
+    summary.print_table(result)
+    summary.print_skipped(result, path)
     click.echo(f"Result: {path}")
     board = Path(output_dir) / "leaderboard.md"
     from embench.leaderboard import load_results, write_markdown
@@ -134,8 +136,8 @@ def run(encoders, tasks, protocol, seeds, device, weights, weights_dir, frame_ra
 
 
 def _resumed(ctx: click.Context, path: Path):
-    """The settings and the result of the run ``--resume`` continues; other run settings on
-    the command line are refused: the scores of one run share one set of settings."""
+    """The result of the run ``--resume`` continues, ready to go on; other run settings on the
+    command line are refused: the scores of one run share one set of settings."""
     from click.core import ParameterSource
 
     from embench.leaderboard import load_result_file
@@ -147,58 +149,7 @@ def _resumed(ctx: click.Context, path: Path):
     if given:
         raise click.UsageError(f"--resume continues the run with the settings it was started "
                                f"with; drop {', '.join(given)}.", ctx)
-    resumed = resumable(load_result_file(path), path)
-    return resumed.spec, (resumed, path)
-
-
-def _print_table(result) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"embench run {result.run_id} (mean ± 95% CI over seeds)")
-    for col in ("encoder", "task · protocol", "score", "seeds", "baselines", "skipped", "time"):
-        table.add_column(col, overflow="fold")
-    for r in result.results:
-        s = r.main
-        table.add_row(r.encoder + (" (random)" if r.weights == "random" else ""),
-                      f"{r.task} · {r.protocol}",
-                      _score_cell(r.main_score, s), str(len(r.seeds)),
-                      " · ".join(f"{k} {v:.2f}" for k, v in r.baselines.items()),
-                      str(len(r.skipped)), _pair_time(r))
-    for f in result.failures:
-        table.add_row(f.encoder, f"{f.task} · {f.protocol or ''}", "FAILED", "",
-                      f.reason[:80], "", "")
-    Console().print(table)
-
-
-def _print_skipped(result, path) -> None:
-    """Why clips were left out, a few per pair (the result file lists them all), so a corrupt
-    file is seen without opening the JSON."""
-    for r in result.results:
-        if not r.skipped:
-            continue
-        shown = "; ".join(f"{s.clip_id}: {s.reason}" for s in r.skipped[:3])
-        more = f" (and {len(r.skipped) - 3} more)" if len(r.skipped) > 3 else ""
-        click.echo(f"{r.encoder} on {r.task}: {len(r.skipped)} clip(s) skipped - {shown}{more}; "
-                   f"all are in {path}", err=True)
-
-
-def _score_cell(name: str, summary) -> str:
-    """Mean ± 95% CI half width; one seed has no spread to make an interval from."""
-    if summary.n < 2:
-        return f"{name} {summary.mean:.2f} (1 seed: no CI)"
-    return f"{name} {summary.mean:.2f} ± {summary.ci95_half_width:.2f}"
-
-
-def _pair_time(r) -> str:
-    """Wall clock of a pair, and how much of it was extraction (none when all was cached)."""
-    def seconds(value: float) -> str:
-        return f"{value:.1f} s" if value < 10 else f"{value:,.0f} s"
-
-    if r.duration_s is None:
-        return ""
-    extracting = r.extract_s is not None and r.extract_s >= 0.05
-    return seconds(r.duration_s) + (f" ({seconds(r.extract_s)} extracting)" if extracting else "")
+    return resumable(load_result_file(path), path)
 
 
 @cli.command(name="list")

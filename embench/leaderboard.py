@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # the pydantic models load on first use, keeping this import 
 
 __all__ = [
     "edited_problems", "escape_md", "format_score", "load_result_file", "load_results",
-    "render_markdown", "run_started", "summary_problems", "write_markdown", "write_text_atomic",
+    "TITLE", "render_markdown", "run_started", "summary_problems", "write_markdown",
+    "write_text_atomic",
 ]  # fmt: skip
 
 # One pass with str.translate, so no replacement can be re-escaped by a later one. Brackets and
@@ -383,9 +384,14 @@ def _render_table(key: tuple, rows: list[_Row], heading: str) -> list[str]:
     return out
 
 
+#: The first line of every leaderboard page, the per-run one and the published README.md
+#: (``embench submit`` recognises a leaderboard folder by it).
+TITLE = "# embench leaderboard"
+
+
 def render_markdown(runs: list[RunResult]) -> str:
     """The whole leaderboard page: one table per comparable setting, then failed pairs."""
-    lines = ["# embench leaderboard", ""]
+    lines = [TITLE, ""]
     groups: dict[tuple, list[_Row]] = {}  # nothing with another key may share a table
     for run in runs:
         for res in run.results:

@@ -7,7 +7,7 @@ The page holds no timestamp, so building twice from the same files gives the sam
 
 from __future__ import annotations
 
-from embench.leaderboard import escape_md, format_score
+from embench.leaderboard import TITLE, escape_md, format_score
 from embench.leaderboard_rows import Cell, cells, header, is_own_target, result_href
 from embench.leaderboard_site import DAGGER, ChartSpec, ResultFile, Site, SiteTable
 from embench.safe_links import linkify_md, md_link
@@ -110,7 +110,7 @@ def render_readme(site: Site, charts: list[ChartSpec]) -> str:
     """The whole markdown page."""
     by_name = {c.name: c for c in charts}
     lines = [
-        "# embench leaderboard",
+        TITLE,
         "",
         "The published leaderboard of [embench](../README.md). Measured rows come from the "
         "result files in [results/](results/), one per submitted run, each validated against "

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embench.errors import EmbenchError
-from embench.leaderboard import load_result_file, write_text_atomic
+from embench.leaderboard import TITLE, load_result_file, write_text_atomic
 from embench.leaderboard_build import (
     INDEX,
     README,
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Submission", "stable_name", "submit_result"]
 
-_README_TITLE = "# embench leaderboard"  # the first line of every README.md the build writes
 _FIX = ("Fix what is named above (or rerun `embench run` for a fresh result file) and submit "
         "again.")
 
@@ -76,7 +75,7 @@ def _is_leaderboard(board: Path) -> bool:
         return True
     try:
         with (board / README).open(encoding="utf-8") as fh:
-            return fh.readline().rstrip("\r\n") == _README_TITLE
+            return fh.readline().rstrip("\r\n") == TITLE
     except (OSError, UnicodeDecodeError):
         return False
 

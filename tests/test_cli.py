@@ -169,10 +169,10 @@ def test_result_says_how_long_extraction_took(tmp_path):
 
         first = pair(tmp_path / "first")
         assert 0.05 <= first.extract_s <= first.duration_s
-        from embench.cli import _pair_time  # the summary table's "time" column
+        from embench.run_summary import pair_time  # the summary table's "time" column
 
-        assert _pair_time(first) == f"{first.duration_s:.1f} s ({first.extract_s:.1f} s extracting)"
-        assert _pair_time(first.model_copy(update={"duration_s": 125.4, "extract_s": 0.01})) \
+        assert pair_time(first) == f"{first.duration_s:.1f} s ({first.extract_s:.1f} s extracting)"
+        assert pair_time(first.model_copy(update={"duration_s": 125.4, "extract_s": 0.01})) \
             == "125 s"
         loads = encoder.load_calls
         again = pair(tmp_path / "again")  # all cached: the encoder is not even loaded

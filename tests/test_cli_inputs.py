@@ -214,12 +214,12 @@ def test_plot_output_under_a_file(tmp_path, capsys):
 
 def test_one_seed_shows_no_confidence_interval(tmp_path, capsys, fake_plugin, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # rich folds the table to the terminal's width
-    from embench.cli import _score_cell
     from embench.results import ScoreSummary
+    from embench.run_summary import score_cell
 
-    assert _score_cell("accuracy", ScoreSummary.from_values([68.75])) == \
+    assert score_cell("accuracy", ScoreSummary.from_values([68.75])) == \
         "accuracy 68.75 (1 seed: no CI)"
-    assert _score_cell("accuracy", ScoreSummary.from_values([60.0, 70.0])).startswith(
+    assert score_cell("accuracy", ScoreSummary.from_values([60.0, 70.0])).startswith(
         "accuracy 65.00 ± ")
     assert run_main([*FAKE, "-o", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
