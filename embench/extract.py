@@ -317,11 +317,14 @@ class _Stopwatch:
         finally:
             self.waits[stage] += time.perf_counter() - t0
 
-    def summary(self, name: str, clips: int, audio_s: float) -> str:
+    def summary(self, name: str, clips: int, audio_s: float, non_finite: int = 0) -> str:
+        """``clips`` went through the encoder, ``non_finite`` of them were not cached."""
         total = time.perf_counter() - self.start
         parts = ", ".join(f"{v:.1f} s {k}" for k, v in self.waits.items())
         pinned = pinned_growth(self.pinned, pinned_stats()) if self.gpu else None
-        return (f"{name}: embedded {clips} clips ({audio_s:,.0f} audio-s) in {total:.1f} s, "
+        dropped = f", {non_finite} of them non-finite and not cached" if non_finite else ""
+        return (f"{name}: embedded {clips} clips ({audio_s:,.0f} audio-s{dropped}) in "
+                f"{total:.1f} s, "
                 f"{audio_s / max(total, 1e-9):,.0f} audio-s/s; main thread: {parts}"
                 + (f"; {pinned}" if pinned else ""))
 
@@ -418,8 +421,10 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
             store(*in_flight)
         for write in writes:
             finish_write(write)
-    if len(todo) > len(skipped):  # every clip not skipped was embedded and stored
-        s.log(watch.summary(info.name, len(todo) - len(skipped), bar.audio_seconds))
+    non_finite = sum(why == NON_FINITE for why in skipped.values())
+    forwarded = len(todo) - len(skipped) + non_finite  # the audio-s count exactly these clips
+    if forwarded:
+        s.log(watch.summary(info.name, forwarded, bar.audio_seconds, non_finite))
     route_notes = getattr(encoder, "route_notes", None)  # optional: see CONTRIBUTING.md
     for line in route_notes() if callable(route_notes) else []:
         s.log(f"{info.name}: {line}")

@@ -151,8 +151,15 @@ def test_clips_with_non_finite_embeddings_are_skipped_not_cached(tmp_path):
             return torch.where(high[:, None, None, None], torch.nan, out)
 
     clips = _clips(tmp_path)
+    lines: list[str] = []
     feats = extract(NanOnHighTones(), clips, tmp_path / "cache", device=CPU, batch_size=3,
-                    num_workers=0, show_progress=False, log=lambda m: None)
+                    num_workers=0, show_progress=False, log=lines.append)
+    n_high = sum(c.id.startswith("high") for c in clips)
+    decodable = [c for c in clips if c.id != "broken"]  # 2 s each
+    timing = next(line for line in lines if "audio-s/s" in line)
+    # the clip count and the audio-seconds cover the same clips: those the encoder ran on
+    assert (f"embedded {len(decodable)} clips ({2 * len(decodable)} audio-s, {n_high} of them "
+            f"non-finite and not cached)") in timing, timing
     nan_ids = {cid for cid, reason in feats.skipped.items() if "non-finite" in reason}
     assert nan_ids == {c.id for c in clips if c.id.startswith("high")}
     assert set(feats.clip_ids) == {c.id for c in clips if c.id.startswith("low")}
