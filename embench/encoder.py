@@ -23,7 +23,10 @@ class EncoderInfo:
     """What an encoder is, known before any weights are loaded.
 
     ``window_s``/``hop_s`` set how the core cuts long audio (``None``: the whole clip in one
-    pass). ``version`` must change whenever the encoder's output changes for the same weights,
+    pass). ``random_init`` False says ``--weights random`` builds the very same encoder (a fixed
+    transform with nothing to initialise): the core then runs and labels it as ``pretrained``,
+    so a random-init control run adds no duplicate row falsely labelled "random init".
+    ``version`` must change whenever the encoder's output changes for the same weights,
     because it is part of the embedding cache key.
     """
 
@@ -42,6 +45,7 @@ class EncoderInfo:
     citation: str = ""
     homepage: str = ""
     version: str = "1"
+    random_init: bool = True
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

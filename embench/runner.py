@@ -256,12 +256,16 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
     needs_features = task.requires_features(protocol)
     if not needs_features and not ranks.is_main:
         return None  # fine-tuning protocols run on rank 0 alone
-    revision = weights_revision(encoder, spec.weights, spec.weights_path)  # before any load
+    weights = spec.weights if encoder.info.random_init else "pretrained"
+    if weights != spec.weights:
+        log(f"{encoder.name} has nothing to initialise at random (EncoderInfo.random_init is "
+            f"False): --weights random leaves it as it is, so its row is its 'pretrained' one")
+    revision = weights_revision(encoder, weights, spec.weights_path)  # before any load
 
     def extract_(shard):
         return extract(encoder, clips, Path(spec.cache_dir), device=device,
                        frame_rate=spec.frame_rate, batch_size=spec.batch_size,
-                       compile=spec.compile, num_workers=spec.num_workers, weights=spec.weights,
+                       compile=spec.compile, num_workers=spec.num_workers, weights=weights,
                        weights_path=spec.weights_path, show_progress=show_progress, log=log,
                        shard=shard, precision=spec.precision)
 
@@ -290,7 +294,7 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
     ctx = EvalContext(clips=clips, protocol=protocol, seeds=list(spec.seeds), device=device,
                       output_dir=output_dir, features=features,
                       encoder=None if features is not None else encoder,
-                      weights=spec.weights, weights_path=spec.weights_path, log=log,
+                      weights=weights, weights_path=spec.weights_path, log=log,
                       captioner=spec.captioner)
     try:
         evaluation = task.evaluate(ctx)
@@ -308,7 +312,7 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
     used = set(features.clip_ids) if features is not None else {c.id for c in clips}
     used -= set(skipped)
     result = TaskResult(
-        encoder=info.name, encoder_revision=revision, weights=spec.weights,
+        encoder=info.name, encoder_revision=revision, weights=weights,
         task=task.name, task_version=task.info.version, dataset_id=clips.dataset_id,
         dataset_revision=clips.dataset_revision, protocol=protocol, split_id=clips.split_id,
         main_score=task.info.main_score, higher_is_better=task.info.higher_is_better,

@@ -82,6 +82,7 @@ class MelSpec(Encoder):
         min_samples=N_FFT,
         license="Apache-2.0",
         version="1",
+        random_init=False,  # nothing to initialise: --weights random is this same encoder
         extra={
             "n_fft": str(N_FFT),
             "hop_length": str(HOP),

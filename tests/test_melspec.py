@@ -170,3 +170,26 @@ def test_arbitrary_lengths(encoder: Encoder) -> None:
     for n in (1024, 1025, 5000, 16_000 * 3 + 7):
         out = encoder.forward(_noise(1, n / SR))
         assert [o.shape[1] for o in out] == [n // 320 + 1] * 3
+
+
+def test_weights_random_runs_melspec_as_itself_not_as_a_random_init_row(tmp_path, capsys,
+                                                                         fake_plugin):
+    """melspec has nothing to initialise: a random-init control run must neither label it
+    "random init" (a duplicate row with identical scores) nor embed its audio a second time."""
+    import json
+
+    from tests.helpers_cli import run_main
+
+    out = tmp_path / "out"
+    args = ["run", "-t", "fake-tones", "--seeds", "1", "--device", "cpu", "-o", str(out)]
+    assert run_main([*args, "-e", "melspec"]) == 0
+    capsys.readouterr()
+    assert run_main([*args, "-e", "melspec,fake-spectral", "--weights", "random"]) == 0
+    err = capsys.readouterr().err
+    assert "melspec has nothing to initialise at random" in err
+    assert "fake-spectral has nothing" not in err
+    newest = max(out.glob("run-*.json"), key=lambda p: p.stat().st_mtime_ns)
+    weights = {r["encoder"]: r["weights"] for r in json.loads(newest.read_text())["results"]}
+    assert weights == {"melspec": "pretrained", "fake-spectral": "random"}
+    assert "melspec: 12 of 13 clips cached" in err  # all but the broken file: no second embedding
+    assert "(random init)" not in (out / "leaderboard.md").read_text().split("melspec")[1][:40]
