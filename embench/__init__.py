@@ -31,6 +31,7 @@ __all__ = [
     "EvalContext",
     "Evaluation",
     "Features",
+    "ItemScores",
     "MissingDataError",
     "MissingWeightsError",
     "Task",
@@ -49,10 +50,12 @@ if TYPE_CHECKING:
     from embench.classification import evaluate_classification
     from embench.features import Features
     from embench.finetune import finetune_classification
+    from embench.results import ItemScores
 
 _LAZY = {
     "load_audio": "embench.audio",
     "Features": "embench.features",
+    "ItemScores": "embench.results",
     "evaluate_captioning": "embench.captioning",
     "evaluate_classification": "embench.classification",
     "finetune_classification": "embench.finetune",

@@ -17,6 +17,7 @@ import numpy as np
 from embench.errors import EmbenchError
 from embench.linear_probe import LinearConfig, fit_linear_probe
 from embench.probes import WEIGHTED_SUM, FittedProbe, MLPConfig, fit_mlp_probe
+from embench.results import ItemScores
 from embench.stats import bootstrap_ci
 from embench.task import SPLITS, EvalContext, Evaluation
 
@@ -178,6 +179,7 @@ def evaluate_classification(
     train_acc: list[float] = []
     per_seed: list[dict[str, Any]] = []
     ci: dict[str, Any] = {}
+    correct: list[list[float]] = []  # per seed, per test clip: 100 or 0 (accuracy's items)
     linear_fit: FittedProbe | None = None
     for i, seed in enumerate(ctx.seeds):
         if kind == "linear" and linear_fit is not None:
@@ -196,6 +198,7 @@ def evaluate_classification(
             pred = final.predict(rows["test"][0], rows["test"][1])
             train_pred = final.predict(rows["train"][0], rows["train"][1])
         scores["accuracy"].append(_percent(test.y, pred))
+        correct.append([100.0 if hit else 0.0 for hit in (test.y == pred).tolist()])
         scores["macro_f1"].append(_macro_f1(test.y, pred, n_classes))
         train_acc.append(_percent(train.y, train_pred))
         per_seed.append(_seed_details(seed, probe, _confusion(test.y, pred, n_classes)))
@@ -224,6 +227,7 @@ def evaluate_classification(
         train_scores={"accuracy": train_acc},
         baselines=classification_baselines(train.y, test.y, n_classes),
         details=details,
+        item_scores=ItemScores(metric="accuracy", clip_ids=list(test.ids), values=correct),
     )
 
 

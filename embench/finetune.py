@@ -53,6 +53,7 @@ from embench.encoder import Encoder
 from embench.errors import AudioDecodeError, EmbenchError
 from embench.extract import _as_layers, default_num_workers
 from embench.precision import default_for
+from embench.results import ItemScores
 from embench.stats import bootstrap_ci
 from embench.task import SPLITS, Clip, EvalContext, Evaluation
 from embench.windowing import plan_windows
@@ -187,8 +188,8 @@ class _Run(ClipAudioRun):
                             f"first reasons: {list(self.skipped.items())[:3]}")
 
     def predict(self, model: _Classifier, split: str, loader: Any
-                ) -> tuple[np.ndarray, torch.Tensor]:
-        """Targets and clip logits (eval mode, mean over windows) of the decodable clips."""
+                ) -> tuple[np.ndarray, torch.Tensor, list[str]]:
+        """Targets, clip logits (eval mode, mean over windows) and ids of the decodable clips."""
         model.eval()
         sr, size = self.encoder.info.sample_rate, self.hparams["batch_size"]
         indices, rows = [], []
@@ -204,7 +205,8 @@ class _Run(ClipAudioRun):
                 indices.append(item.index)
         if not rows:
             raise self.nothing_decoded(split)
-        return self.y[split][indices], torch.stack(rows)
+        return (self.y[split][indices], torch.stack(rows),
+                [self.clips[split][i].id for i in indices])
 
 
 @dataclass
@@ -213,6 +215,7 @@ class _SeedResult:
     test_true: np.ndarray
     test_pred: np.ndarray
     train_accuracy: float
+    test_ids: list[str]
 
 
 def _train(run: _Run, seed: int) -> _SeedResult:
@@ -236,7 +239,7 @@ def _train(run: _Run, seed: int) -> _SeedResult:
     for epoch in range(1, hp["epochs"] + 1):
         t0 = time.perf_counter()
         train_loss = _epoch(run, model, optimiser, schedule, train_loader)
-        y_valid, logits = run.predict(model, "valid", valid_loader)
+        y_valid, logits, _ = run.predict(model, "valid", valid_loader)
         accuracy = _percent(y_valid, logits.argmax(1).numpy())
         valid_loss = float(F.cross_entropy(logits, torch.from_numpy(y_valid)))
         curve.append({"epoch": epoch, "train_loss": train_loss, "valid_accuracy": accuracy,
@@ -251,14 +254,14 @@ def _train(run: _Run, seed: int) -> _SeedResult:
         if epoch - best_epoch >= hp["patience"]:
             break
     model.load_state_dict(state)
-    test_true, logits = run.predict(model, "test", run.loader("test"))
-    train_true, train_logits = run.predict(model, "train", run.loader("train"))
+    test_true, logits, test_ids = run.predict(model, "test", run.loader("test"))
+    train_true, train_logits, _ = run.predict(model, "train", run.loader("train"))
     layer_weights = torch.softmax(model.layer_logits.detach(), 0).tolist()
     details = {"seed": seed, "best_epoch": best_epoch, "epochs_run": len(curve),
                "valid_accuracy": best[0], "curve": curve, "layer_weights": layer_weights,
                "seconds": round(time.perf_counter() - start, 3)}
     return _SeedResult(details, test_true, logits.argmax(1).numpy(),
-                       _percent(train_true, train_logits.argmax(1).numpy()))
+                       _percent(train_true, train_logits.argmax(1).numpy()), test_ids)
 
 
 def _epoch(run: _Run, model: _Classifier, optimiser: torch.optim.Optimizer,
@@ -399,4 +402,16 @@ def _evaluation(run: _Run, labels: tuple[str, ...], results: list[_SeedResult]) 
         baselines=classification_baselines(y_train, first.test_true, n),
         details=details,
         skipped=dict(sorted(run.skipped.items())),
+        item_scores=_item_scores(results),
     )
+
+
+def _item_scores(results: list[_SeedResult]) -> ItemScores | None:
+    """Each test clip's accuracy (100 or 0) per seed. Every seed scores the same decodable
+    clips; should a clip decode for one seed and not another, there are no shared items."""
+    ids = results[0].test_ids
+    if any(r.test_ids != ids for r in results):
+        return None
+    return ItemScores(metric="accuracy", clip_ids=list(ids),
+                      values=[[100.0 if hit else 0.0 for hit in (r.test_true == r.test_pred)]
+                              for r in results])

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from embench.errors import EmbenchError
 
 if TYPE_CHECKING:  # the pydantic models load on first use, keeping this import cheap
+    from embench.comparison import Difference
     from embench.results import RunResult, TaskResult
 
 __all__ = [
@@ -136,8 +137,9 @@ def load_result_file(path: Path) -> RunResult:
 
 
 def summary_problems(i: int, res) -> list[str]:
-    """A summary must be what its per-seed scores give: a hand-edited mean or interval would
-    otherwise be ranked as if embench had measured it."""
+    """A summary must be what its per-seed scores give, and so must the per-clip item scores
+    behind the Δ column: a hand-edited figure would otherwise be ranked as if embench had
+    measured it."""
     from embench.results import ScoreSummary
 
     problems = []
@@ -157,6 +159,9 @@ def summary_problems(i: int, res) -> list[str]:
                 problems.append(f"field results.{i}.summary.{metric}.{name}: {got} but the "
                                 f"per-seed scores give {want}; the file was edited after the run")
                 break
+    if res.item_scores is not None:  # they decide the Δ column, so they must back the scores
+        problems += [f"field results.{i}.item_scores: {why}; the file was edited after the run"
+                     for why in res.item_scores.problems(res.seeds, res.scores)[:1]]
     return problems
 
 
@@ -282,6 +287,20 @@ def _encoder_label(res: TaskResult) -> str:
     return label
 
 
+def _deltas(rows: list[_Row]) -> dict[int, Difference]:
+    """Row index -> the row's difference from the top measured row (sorted rows), for the rows
+    where both have per-clip scores; empty when no row has one (the column is left out)."""
+    from embench.comparison import difference
+
+    measured = [i for i, (res, _) in enumerate(rows)
+                if not res.reported and not math.isinf(_sort_key(res))]
+    if not measured:
+        return {}
+    top = rows[measured[0]][0]
+    out = {i: difference(rows[i][0], top) for i in measured[1:]}
+    return {i: d for i, d in out.items() if d is not None}
+
+
 def _sort_key(res: TaskResult) -> float:
     """Best first; a missing or NaN main score sorts last (TaskResult.sort_key would raise)."""
     return res.sort_key() if res.main_score in res.summary else math.inf
@@ -319,6 +338,7 @@ def _render_table(key: tuple, rows: list[_Row], heading: str) -> list[str]:
     rows.sort(key=lambda r: (_sort_key(r[0]), r[0].encoder, r[0].weights))
     others = sorted({m for res, _ in rows for m in res.summary if m != main_score})
     has_train = any(res.train_scores.get(main_score) for res, _ in rows)
+    deltas = _deltas(rows)
     main = escape_md(main_score)
     out = [
         heading,
@@ -328,6 +348,7 @@ def _render_table(key: tuple, rows: list[_Row], heading: str) -> list[str]:
         "",
     ]
     header = ["#", "Encoder", f"{main} (mean ± 95% CI)"]
+    header += ["Δ vs #1 (95% CI)"] if deltas else []
     header += [escape_md(m) for m in others] + ["n"]
     header += [f"Train {main}"] if has_train else []
     header += ["Skipped", "Flags", "Run / embench"]
@@ -348,6 +369,9 @@ def _render_table(key: tuple, rows: list[_Row], heading: str) -> list[str]:
         if res.notes:
             footnotes.append(f"Note on {_encoder_label(res)}: {escape_md(res.notes)}")
         cells = ["—" if math.isinf(score) else str(rank), label, _score_cell(res)]
+        if deltas:
+            delta = deltas.get(i - 1)
+            cells.append("" if delta is None else delta.text())
         cells += [format_score(res.summary[m].mean) if m in res.summary else "" for m in others]
         cells.append(str(res.summary[main_score].n) if main_score in res.summary else "0")
         if has_train:
@@ -374,6 +398,10 @@ def _render_table(key: tuple, rows: list[_Row], heading: str) -> list[str]:
                 for res, run in with_baselines
             ]
         out.append("")
+    if deltas:
+        from embench.comparison import EXPLANATION
+
+        footnotes.append(EXPLANATION)
     if dedup_notes:
         footnotes.append(
             "Several runs scored the same encoder here; only the newest is shown: "

@@ -7,6 +7,7 @@ The page holds no timestamp, so building twice from the same files gives the sam
 
 from __future__ import annotations
 
+from embench.comparison import EXPLANATION
 from embench.leaderboard import TITLE, escape_md, format_score
 from embench.leaderboard_rows import Cell, cells, header, is_own_target, result_href
 from embench.leaderboard_site import DAGGER, ChartSpec, ResultFile, Site, SiteTable
@@ -86,6 +87,8 @@ def _table(table: SiteTable, heading: str, charts: dict[str, ChartSpec]) -> list
         differ = " (they differ between runs; the newest run's are shown)"
         out += [f"Baselines on the same split: {text}{differ if table.baselines_differ else ''}",
                 ""]
+    if table.has_deltas:
+        out += [escape_md(EXPLANATION), ""]
     out += _setting_note(table)
     for row in table.rows:
         if row.notes:

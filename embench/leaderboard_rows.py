@@ -40,6 +40,7 @@ def header(table: SiteTable) -> list[tuple[str, bool]]:
     """Column titles, each with whether the column sorts numerically."""
     main = table.main_score
     cols = [("#", True), ("Encoder", False), (f"{main} (mean ± 95% CI)", True)]
+    cols += [("Δ vs #1 (95% CI)", True)] if table.has_deltas else []
     cols += [(m, True) for m in table.others]
     cols += [("Seeds", True), ("Per seed", False), ("Skipped", True), ("Flags", False),
              ("embench", False), ("Result / source", False)]
@@ -64,6 +65,9 @@ def cells(table: SiteTable, row: SiteRow) -> list[Cell]:
     else:
         rank = Cell(str(row.rank), float(row.rank), numeric=True)
     out = [rank, Cell(row.chart_label), _score(table, row)]
+    if table.has_deltas:
+        d = row.delta
+        out.append(Cell(numeric=True) if d is None else Cell(d.text(), d.delta, numeric=True))
     for metric in table.others:
         value = row.others.get(metric)
         out.append(Cell() if value is None else Cell(row.text(metric, value), value, numeric=True))

@@ -25,6 +25,7 @@ from embench.leaderboard import format_score, run_started
 from embench.literature import LITERATURE, ReportedRow, Setting
 
 if TYPE_CHECKING:
+    from embench.comparison import Difference
     from embench.results import PairFailure, RunResult, TaskResult
 
 __all__ = ["ChartSpec", "ResultFile", "Site", "SiteRow", "SiteTable", "build_site", "slug"]
@@ -81,6 +82,8 @@ class SiteRow:
     setting: Setting | None = None
     encoder: str | None = None
     shown: dict[str, str] = field(default_factory=dict)  # reported figures as published
+    result: TaskResult | None = field(default=None, repr=False, compare=False)
+    delta: Difference | None = None  # this row minus the table's top measured row
 
     def text(self, metric: str, value: float) -> str:
         """A reported figure exactly as its source prints it; a measured one to two places."""
@@ -125,6 +128,11 @@ class SiteTable:
     @property
     def measured(self) -> bool:
         return any(not r.reported for r in self.rows)
+
+    @property
+    def has_deltas(self) -> bool:
+        """Whether the table shows the Δ vs #1 column (some row could be compared)."""
+        return any(r.delta is not None for r in self.rows)
 
     @property
     def title(self) -> str:
@@ -220,6 +228,7 @@ def _measured_row(res: TaskResult, file: ResultFile) -> SiteRow:
         others={m: s.mean for m, s in res.summary.items() if m != res.main_score},
         flags=tuple(res.flags), notes=res.notes, skipped=len(res.skipped),
         missing=len(res.missing), file=file, layer_curve=curve, weighted_sum=weighted,
+        result=res,
     )
 
 
@@ -232,7 +241,10 @@ def _reported_row(setting: Setting, row: ReportedRow) -> SiteRow:
 
 
 def _order(table: SiteTable) -> None:
-    """Best first (NaN last); measured rows ranked among themselves, ties sharing a rank."""
+    """Best first (NaN last); measured rows ranked among themselves, ties sharing a rank, and
+    each compared with the top one where both have per-clip scores."""
+    from embench.comparison import difference
+
     sign = -1.0 if table.higher_is_better else 1.0
 
     def key(row: SiteRow) -> tuple:
@@ -240,14 +252,17 @@ def _order(table: SiteTable) -> None:
         return value, row.reported, row.label, row.file.name if row.file else ""
 
     table.rows.sort(key=key)
-    rank, prev, seen = 0, None, 0
+    rank, prev, seen, top = 0, None, 0, None
     for i, row in enumerate(table.rows):
         if row.reported or math.isnan(row.mean):
             continue
         seen += 1
         if row.mean != prev:
             rank, prev = seen, row.mean
-        table.rows[i] = replace(row, rank=rank)
+        top = top if seen > 1 else row
+        delta = (None if row is top or row.result is None or top.result is None
+                 else difference(row.result, top.result))
+        table.rows[i] = replace(row, rank=rank, delta=delta)
 
 
 def _measured_tables(files: Sequence[ResultFile]) -> list[SiteTable]:

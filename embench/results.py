@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: TaskResult.item_scores (files without it still read)
 
 
 class _Model(BaseModel):
@@ -34,6 +34,47 @@ class ScoreSummary(_Model):
 
         mean, low, high, std = mean_ci(values)
         return cls(mean=mean, std=std, ci95_low=low, ci95_high=high, n=len(values))
+
+
+class ItemScores(_Model):
+    """One metric's score of each test clip, per seed: ``values[s][j]`` is clip
+    ``clip_ids[j]``'s score under ``seeds[s]``, and seed ``s``'s ``metric`` score is the mean of
+    ``values[s]`` (e.g. for accuracy in percent: 100 for a correct prediction, 0 for a wrong one).
+
+    They let two rows of one table be compared paired on the same clips
+    (:mod:`embench.comparison`): a difference's interval then covers which clips happened to
+    be in the test split, not only the spread over seeds, which is zero for a deterministic
+    probe. Only main scores that are means over clips have them (not corpus BLEU)."""
+
+    metric: str
+    clip_ids: list[str]
+    values: list[list[float]]
+
+    @model_validator(mode="after")
+    def _rectangular(self) -> ItemScores:
+        if len(set(self.clip_ids)) != len(self.clip_ids):
+            raise ValueError("item_scores.clip_ids repeats a clip id")
+        for s, row in enumerate(self.values):
+            if len(row) != len(self.clip_ids):
+                raise ValueError(f"item_scores.values[{s}] holds {len(row)} values for "
+                                 f"{len(self.clip_ids)} clip ids")
+        return self
+
+    def problems(self, seeds: list[int], scores: dict[str, list[float]]) -> list[str]:
+        """Why these cannot be the item scores behind ``scores[metric]`` (one per seed)."""
+        if self.metric not in scores:
+            return [f"item scores for {self.metric!r}, which has no per-seed scores"]
+        if len(self.values) != len(seeds) or len(scores[self.metric]) != len(seeds):
+            return [f"{len(self.values)} rows of item scores and {len(scores[self.metric])} "
+                    f"{self.metric} scores for {len(seeds)} seeds"]
+        out = []
+        for seed, row, score in zip(seeds, self.values, scores[self.metric], strict=True):
+            mean = math.fsum(row) / len(row) if row else math.nan
+            if not (math.isclose(mean, score, rel_tol=1e-6, abs_tol=1e-6)
+                    or (math.isnan(mean) and math.isnan(score))):
+                out.append(f"seed {seed}: the item scores average {mean} but the "
+                           f"{self.metric} score is {score}")
+        return out
 
 
 class SkippedClip(_Model):
@@ -98,6 +139,7 @@ class TaskResult(_Model):
     preprocessing: Preprocessing | None = None
     flags: list[str] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict)
+    item_scores: ItemScores | None = None
     reported: bool = False
     source: str | None = None
     notes: str | None = None

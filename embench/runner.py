@@ -305,7 +305,7 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
             f"task {task.name!r} failed in protocol {protocol!r}: {exc}. If this protocol reads "
             f"cached embeddings, list it in the task's TaskInfo.requires_features: the core "
             f"extracts them (ctx.features) only for the protocols named there.") from exc
-    _check_evaluation(task, evaluation, len(spec.seeds))
+    _check_evaluation(task, evaluation, list(spec.seeds))
     info = encoder.info
     skipped = dict(features.skipped) if features is not None else {}
     skipped.update(evaluation.skipped)
@@ -327,7 +327,7 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
                                     compute_dtype=(features.cache.key.compute_dtype
                                                    if features else default_for(device)),
                                     cache_key=features.cache.key.digest() if features else None),
-        flags=evaluation.flags, details=evaluation.details,
+        flags=evaluation.flags, details=evaluation.details, item_scores=evaluation.item_scores,
         duration_s=round(time.perf_counter() - start, 3), extract_s=extract_s,
     )
     _write_plots(result, output_dir, features, clips, log)
@@ -350,11 +350,16 @@ def _write_plots(result: TaskResult, output_dir: Path, features, clips: ClipSet,
             f"the scores are unaffected")
 
 
-def _check_evaluation(task: Task, evaluation: Evaluation, n_seeds: int) -> None:
-    main = task.info.main_score
+def _check_evaluation(task: Task, evaluation: Evaluation, seeds: list[int]) -> None:
+    main, n_seeds = task.info.main_score, len(seeds)
     if main not in evaluation.scores:
         raise EmbenchError(f"task {task.name!r} returned no {main!r} score (a plugin bug)")
     for metric, values in evaluation.scores.items():
         if len(values) != n_seeds:
             raise EmbenchError(f"task {task.name!r} returned {len(values)} {metric!r} values "
                                f"for {n_seeds} seeds (a plugin bug)")
+    items = evaluation.item_scores
+    problems = items.problems(seeds, evaluation.scores) if items is not None else []
+    if problems:
+        raise EmbenchError(f"task {task.name!r} returned item scores that do not give its "
+                           f"scores: {'; '.join(problems[:3])} (a plugin bug)")

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from embench.encoder import Encoder
     from embench.features import Features
+    from embench.results import ItemScores
 
 Split = Literal["train", "valid", "test"]
 SPLITS: tuple[Split, ...] = ("train", "valid", "test")
@@ -133,6 +134,9 @@ class Evaluation:
     flags: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # clip id -> reason, for protocols
     # that decode audio themselves (fine-tuning); frozen protocols' skips come from the cache
+    #: the main score of each test clip per seed, when the main score is their mean (accuracy:
+    #: 100 or 0 per clip); leaderboards compare rows paired on these (see ItemScores)
+    item_scores: ItemScores | None = None
 
 
 class Task(ABC):

@@ -138,7 +138,7 @@ def test_result_json_has_provenance_and_summary(tmp_path, fake_plugin, monkeypat
 
     (result_file,) = out.glob("run-*.json")
     run = RunResult.model_validate_json(result_file.read_text())
-    assert run.schema_version == "1.0" and run.provenance.finished_at
+    assert run.schema_version == "1.1" and run.provenance.finished_at
     assert run.provenance.torch and run.provenance.python and run.provenance.device
     assert run.provenance.environment.get("EMBENCH_UNFOLD_CONV") == "pos"
     assert "NOT_EMBENCH" not in run.provenance.environment

@@ -156,6 +156,9 @@ def test_learns_an_easy_task_and_reports_like_the_probe(first) -> None:
         assert sum(entry["layer_weights"]) == pytest.approx(1.0)
         assert len(entry["layer_weights"]) == 3  # CNN output + 2 transformer layers
     assert improved  # validation accuracy rose during training for some seed
+    items = result.item_scores  # the 6 decodable test clips, per seed
+    assert len(items.clip_ids) == 6 and "broken" not in items.clip_ids
+    assert items.problems([1, 2], result.scores) == []
     assert len(logs) == sum(e["epochs_run"] for e in details["seeds"])  # one line per epoch
     assert logs[0].startswith("finetune seed 1 epoch 1/4: train loss")
     assert not encoder.loaded  # fine-tuned weights never outlive the protocol

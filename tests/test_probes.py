@@ -94,6 +94,10 @@ def test_details_are_json_and_consistent(task):
     ci = details["test_accuracy_bootstrap_ci95"]
     assert ci["low"] <= ev.scores["accuracy"][0] <= ci["high"]
     assert ev.baselines["chance"] == pytest.approx(100 / 3)
+    items = ev.item_scores  # each test clip's accuracy per seed: the Δ column pairs on these
+    assert items.metric == "accuracy" and len(items.clip_ids) == 30
+    assert {v for row in items.values for v in row} <= {0.0, 100.0}
+    assert items.problems([0, 1], ev.scores) == []
 
 
 def test_same_seed_same_result(tmp_path, task, fast_eval):
@@ -185,6 +189,8 @@ def test_only_cached_clips_take_part(tmp_path):
     ids = [c.id for i, c in enumerate(clips) if i % 5 != 0]  # every fifth clip was skipped
     ev = evaluate_classification(_context(tmp_path, clips, means, ids=ids), kind="linear")
     assert ev.details["n_clips"] == {"train": 48, "valid": 24, "test": 24}
+    tested = {c.id for c in clips if c.split == "test"} & set(ids)
+    assert sorted(ev.item_scores.clip_ids) == sorted(tested)
 
 
 def test_stacked_training_equals_independent_training():

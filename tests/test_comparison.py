@@ -1,0 +1,210 @@
+"""The Δ vs #1 column: paired differences between leaderboard rows, from per-clip scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from embench.comparison import EXPLANATION, difference
+from embench.leaderboard import edited_problems, render_markdown
+from embench.leaderboard_build import build
+from embench.leaderboard_site import ResultFile, build_site
+from embench.results import ItemScores, ScoreSummary
+from embench.stats import paired_bootstrap_difference
+from tests.fakes import FakePlugin, ToneTask
+from tests.leaderboard_fixtures import make_run, new_board, probe_result, write_run
+
+
+def _correct(n: int, hits: set[int]) -> list[float]:
+    return [100.0 if j in hits else 0.0 for j in range(n)]
+
+
+def _with_items(encoder: str, rows: list[list[float]], ids: list[str] | None = None, **kw):
+    """A probe result whose per-seed accuracies are exactly what its item scores give."""
+    ids = ids or [f"clip{j:03d}" for j in range(len(rows[0]))]
+    acc = [float(np.mean(r)) for r in rows]
+    return probe_result(encoder, tuple(acc), item_scores=ItemScores(
+        metric="accuracy", clip_ids=ids, values=rows), **kw)
+
+
+# ------------------------------------------------------------------------- the statistics
+
+
+def test_identical_systems_differ_by_exactly_nothing():
+    a = np.array([_correct(50, set(range(0, 50, 3)))])
+    delta, low, high = paired_bootstrap_difference(a, a.copy())
+    assert delta == low == high == 0.0
+
+
+def test_pairing_shows_a_gap_the_rows_own_intervals_cannot():
+    """Both rows get the same 100 of 200 clips right; A gets 8 more. Unpaired, 4 points on 200
+    clips is noise (SE about 5); paired, the other 192 clips agree and the gap is clear."""
+    n, base = 200, set(range(100))
+    a = np.array([_correct(n, base | set(range(100, 108)))])
+    b = np.array([_correct(n, base)])
+    delta, low, high = paired_bootstrap_difference(a, b)
+    assert delta == pytest.approx(4.0)
+    assert 0 < low < delta < high < 9
+    unpaired_half = 1.96 * np.sqrt(a.var() / n + b.var() / n)
+    assert unpaired_half > delta  # the rows' own intervals overlap
+
+
+def test_seed_noise_widens_the_interval():
+    """Two rows with the same mean on every clip: one steady over seeds, one whose seeds score
+    100, 0 and 50 everywhere. Only the second's interval may be wide."""
+    rng = np.random.default_rng(1)
+    b = (rng.random((1, 100)) < 0.5) * 100.0
+    steady = np.full((3, 100), 50.0)
+    shaky = np.stack([np.full(100, 100.0), np.zeros(100), np.full(100, 50.0)])
+    _, lo1, hi1 = paired_bootstrap_difference(steady, b)
+    _, lo2, hi2 = paired_bootstrap_difference(shaky, b)
+    assert hi2 - lo2 > 3 * (hi1 - lo1)
+
+
+def test_the_interval_is_reproducible_and_checks_shapes():
+    rng = np.random.default_rng(2)
+    a, b = rng.random((3, 40)), rng.random((2, 40))
+    assert paired_bootstrap_difference(a, b) == paired_bootstrap_difference(a, b)
+    with pytest.raises(ValueError, match="same items"):
+        paired_bootstrap_difference(a, b[:, :39])
+
+
+# ---------------------------------------------------------------------- rows and item scores
+
+
+def test_difference_pairs_clips_by_id_whatever_their_order_and_skips():
+    n = 60
+    top = _with_items("mert-v1-95m", [_correct(n, set(range(40)))])
+    ids = [f"clip{j:03d}" for j in range(n)]
+    # the other row lists its clips backwards and lost clip 0 (skipped)
+    rows = _correct(n, set(range(30)))[1:][::-1]
+    other = _with_items("melspec", [rows], ids=ids[1:][::-1])
+    d = difference(other, top)
+    assert d.n_clips == n - 1
+    assert d.delta == pytest.approx((29 - 39) / 59 * 100)
+    assert d.clear and d.text().startswith("-16.95 (")
+
+
+def test_no_difference_without_item_scores_for_the_main_score():
+    top = _with_items("a", [_correct(10, {1, 2})])
+    assert difference(probe_result("b"), top) is None
+    macro = probe_result("b", item_scores=ItemScores(metric="macro_f1", clip_ids=["x"],
+                                                      values=[[1.0]] * 3))
+    assert difference(macro, top) is None
+    elsewhere = _with_items("c", [_correct(3, {0})], ids=["p", "q", "r"])
+    assert difference(elsewhere, top) is None  # no clip in common
+
+
+def test_item_scores_must_be_rectangular_and_back_the_scores():
+    with pytest.raises(ValidationError, match="repeats a clip id"):
+        ItemScores(metric="accuracy", clip_ids=["a", "a"], values=[[0.0, 0.0]])
+    with pytest.raises(ValidationError, match=r"values\[1\] holds 1 values for 2 clip ids"):
+        ItemScores(metric="accuracy", clip_ids=["a", "b"], values=[[0.0, 0.0], [1.0]])
+    items = ItemScores(metric="accuracy", clip_ids=["a", "b"], values=[[100.0, 0.0]])
+    assert items.problems([0], {"accuracy": [50.0]}) == []
+    assert "average 50.0 but the accuracy score is 60.0" in items.problems(
+        [0], {"accuracy": [60.0]})[0]
+    assert "1 rows of item scores" in items.problems([0, 1], {"accuracy": [50.0, 50.0]})[0]
+    assert "no per-seed scores" in items.problems([0], {"bleu4": [1.0]})[0]
+
+
+def test_edited_item_scores_are_caught_like_an_edited_summary():
+    res = _with_items("a", [_correct(10, {1, 2, 3})])
+    res.item_scores.values[0][0] = 100.0  # one more "correct" clip, the score left as it was
+    (problem,) = edited_problems(make_run([res]))
+    assert problem.startswith("field results.0.item_scores: seed 0: the item scores average")
+
+
+# ------------------------------------------------------------------------------- the pages
+
+
+def _three_rows():
+    n = 120
+    best = _with_items("mert-v1-95m", [_correct(n, set(range(90 + s))) for s in range(3)])
+    close = _with_items("wav2vec2-base", [_correct(n, set(range(88 + s))) for s in range(3)])
+    far = _with_items("melspec", [_correct(n, set(range(60 + s))) for s in range(3)])
+    return [best, close, far]
+
+
+def test_markdown_leaderboard_shows_the_gap_to_the_top_row():
+    old = probe_result("clap-music", (20.0, 21.0, 22.0))  # a file from before schema 1.1
+    text = render_markdown([make_run([*_three_rows(), old])])
+    lines = {line.split(" | ")[1]: line for line in text.splitlines()
+             if line.startswith("| ") and " | " in line}
+    assert "Δ vs #1 (95% CI)" in text and EXPLANATION.split(":")[0] in text
+    cell = lines["wav2vec2-base"].split(" | ")[3]
+    assert cell.startswith("-1.67 (") and cell.endswith("n.s.")
+    cell = lines["melspec"].split(" | ")[3]
+    assert cell.startswith("-25.00 (") and "n.s." not in cell
+    assert lines["mert-v1-95m"].split(" | ")[3] == ""  # the reference itself
+    assert lines["clap-music"].split(" | ")[3] == ""  # nothing to pair it on
+
+
+def test_no_column_when_no_row_can_be_compared():
+    text = render_markdown([make_run([probe_result("a"), probe_result("b", (1.0, 2.0, 3.0))])])
+    assert "Δ vs #1" not in text and EXPLANATION not in text
+
+
+def test_published_pages_show_the_gap_and_say_what_it_means(tmp_path):
+    site = build_site([ResultFile("r.json", make_run(_three_rows()))])
+    (table,) = site.measured
+    assert table.has_deltas
+    by_label = {row.label: row for row in table.rows}
+    assert by_label["mert-v1-95m"].delta is None
+    assert by_label["melspec"].delta.clear and not by_label["wav2vec2-base"].delta.clear
+    board = new_board(tmp_path)
+    write_run(board / "results" / "r.json", make_run(_three_rows()))
+    build(board)
+    for page in ("README.md", "index.html"):
+        text = (board / page).read_text()
+        assert "Δ vs #1 (95% CI)" in text and "-25.00 (" in text and "n.s." in text
+        assert "paired bootstrap interval" in text
+
+
+def test_a_summary_test_helper_keeps_its_meaning():
+    """The fixtures above build accuracies from the item scores: keep them honest."""
+    res = _three_rows()[0]
+    assert res.summary["accuracy"] == ScoreSummary.from_values(res.scores["accuracy"])
+    assert edited_problems(make_run([res])) == []
+
+
+# ---------------------------------------------------------------------- a task plugin's duty
+
+
+class _ItemTones(ToneTask):
+    """The fake task, also returning its item scores: right, or off by one clip."""
+
+    def __init__(self, honest: bool):
+        super().__init__()
+        self.honest = honest
+
+    def evaluate(self, ctx):
+        ev = super().evaluate(ctx)
+        test = [c.id for c in ctx.clips if c.split == "test" and c.id in ctx.features.clip_ids]
+        hits = round(ev.scores["accuracy"][0] / 100 * len(test)) - (0 if self.honest else 1)
+        row = [100.0 if j < hits else 0.0 for j in range(len(test))]
+        ev.item_scores = ItemScores(metric="accuracy", clip_ids=test,
+                                    values=[row] * len(ctx.seeds))
+        return ev
+
+
+@pytest.mark.parametrize("honest", [True, False])
+def test_a_task_is_held_to_its_item_scores(tmp_path, capsys, honest):
+    import json
+
+    from embench import plugins
+    from tests.helpers_cli import run_main
+
+    plugins.register_plugin(FakePlugin(task=_ItemTones(honest)), name="items")
+    out = tmp_path / "out"
+    code = run_main(["run", "-e", "fake-spectral", "-t", "fake-tones", "--seeds", "0,1",
+                     "--device", "cpu", "-o", str(out)])
+    (path,) = out.glob("run-*.json")
+    run = json.loads(path.read_text())
+    if honest:
+        assert code == 0 and len(run["results"][0]["item_scores"]["values"]) == 2
+    else:
+        assert code == 1 and not run["results"]
+        assert "returned item scores that do not give its scores: seed 0: the item scores " \
+               "average" in run["failures"][0]["reason"]
