@@ -122,10 +122,13 @@ def run(encoders, tasks, protocol, seeds, device, weights, weights_dir, frame_ra
     if path is None:  # a worker rank of a torchrun launch: rank 0 reports
         return
     summary.print_table(result)
+    for line in summary.gap_lines(result):
+        click.echo(line)
     summary.print_skipped(result, path)
     click.echo(f"Result: {path}")
     board = Path(output_dir) / "leaderboard.md"
-    from embench.leaderboard import load_results, write_markdown
+    from embench.leaderboard import write_markdown
+    from embench.result_files import load_results
 
     # another file in the folder that cannot be read costs this run nothing: it is named
     write_markdown(load_results([Path(output_dir)], strict=False), board)
@@ -140,7 +143,7 @@ def _resumed(ctx: click.Context, path: Path):
     command line are refused: the scores of one run share one set of settings."""
     from click.core import ParameterSource
 
-    from embench.leaderboard import load_result_file
+    from embench.result_files import load_result_file
     from embench.runner import resumable
 
     given = [f"--{p.name.rstrip('_').replace('_', '-')}" for p in ctx.command.params
@@ -257,7 +260,8 @@ def leaderboard_check(leaderboard_dir: str) -> None:
               help="Write here instead of printing.")
 def leaderboard_render(paths: tuple[str, ...], output: str | None) -> None:
     """Render a markdown leaderboard from result files or folders (default: embench-results)."""
-    from embench.leaderboard import load_results, render_markdown, write_markdown
+    from embench.leaderboard import render_markdown, write_markdown
+    from embench.result_files import load_results
 
     sources = [Path(p) for p in paths] or [Path("embench-results")]
     if not paths and not sources[0].exists():

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embench.errors import EmbenchError
-from embench.leaderboard import load_result_file, summary_problems, write_text_atomic
+from embench.leaderboard import write_text_atomic
 from embench.leaderboard_charts import draw_png, fingerprint, read_fingerprint
 from embench.leaderboard_html import render_html
 from embench.leaderboard_readme import CHARTS_DIR, render_readme
 from embench.leaderboard_site import ChartSpec, ResultFile, build_site
+from embench.result_files import load_result_file, summary_problems
 
 if TYPE_CHECKING:
     from embench.results import RunResult

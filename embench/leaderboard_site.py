@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from embench.leaderboard import format_score, run_started
+from embench.leaderboard import format_score
 from embench.literature import LITERATURE, ReportedRow, Setting
+from embench.result_files import run_started
 
 if TYPE_CHECKING:
     from embench.comparison import Difference

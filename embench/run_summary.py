@@ -1,5 +1,6 @@
 """What ``embench run`` prints when it is done: one table row per pair (score with its 95%
-confidence interval, baselines, skipped clips, time), then why clips were skipped."""
+confidence interval, baselines, skipped clips, time), each task's gaps to its best encoder,
+then why clips were skipped."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def print_table(result) -> None:
         table.add_column(col, overflow="fold")
     for r in result.results:
         s = r.main
-        table.add_row(r.encoder + (" (random)" if r.weights == "random" else ""),
+        table.add_row(_name(r),
                       f"{r.task} · {r.protocol}",
                       score_cell(r.main_score, s), str(len(r.seeds)),
                       " · ".join(f"{k} {v:.2f}" for k, v in r.baselines.items()),
@@ -24,6 +25,29 @@ def print_table(result) -> None:
         table.add_row(f.encoder, f"{f.task} · {f.protocol or ''}", "FAILED", "",
                       f.reason[:80], "", "")
     Console().print(table)
+
+
+def gap_lines(result) -> list[str]:
+    """Per task and protocol with two or more scored encoders: each one's gap to the best, with
+    the paired interval of the leaderboard's Δ column (empty where a pair has no item scores)."""
+    from embench.comparison import difference
+
+    groups: dict[tuple, list] = {}
+    for r in result.results:
+        groups.setdefault((r.task, r.protocol, r.split_id), []).append(r)
+    lines = []
+    for (task, protocol, _), rows in groups.items():
+        rows = sorted(rows, key=lambda r: r.sort_key())
+        gaps = [(r, difference(r, rows[0])) for r in rows[1:]]
+        gaps = [f"{_name(r)} {d.text()}" for r, d in gaps if d is not None]
+        if gaps:
+            lines.append(f"{task} · {protocol}: best {_name(rows[0])}; gap to it "
+                         f"({rows[0].main_score}, paired 95% CI): " + "; ".join(gaps))
+    return lines
+
+
+def _name(r) -> str:
+    return r.encoder + (" (random)" if r.weights == "random" else "")
 
 
 def print_skipped(result, path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embench.errors import EmbenchError
-from embench.leaderboard import TITLE, load_result_file, write_text_atomic
+from embench.leaderboard import TITLE, write_text_atomic
 from embench.leaderboard_build import (
     INDEX,
     README,
@@ -28,6 +28,7 @@ from embench.leaderboard_build import (
     load_published,
     publish_problems,
 )
+from embench.result_files import load_result_file
 
 if TYPE_CHECKING:
     from embench.results import RunResult

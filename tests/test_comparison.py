@@ -7,9 +7,10 @@ import pytest
 from pydantic import ValidationError
 
 from embench.comparison import EXPLANATION, difference
-from embench.leaderboard import edited_problems, render_markdown
+from embench.leaderboard import render_markdown
 from embench.leaderboard_build import build
 from embench.leaderboard_site import ResultFile, build_site
+from embench.result_files import edited_problems
 from embench.results import ItemScores, ScoreSummary
 from embench.stats import paired_bootstrap_difference
 from tests.fakes import FakePlugin, ToneTask
@@ -208,3 +209,13 @@ def test_a_task_is_held_to_its_item_scores(tmp_path, capsys, honest):
         assert code == 1 and not run["results"]
         assert "returned item scores that do not give its scores: seed 0: the item scores " \
                "average" in run["failures"][0]["reason"]
+
+
+def test_the_run_summary_names_each_tasks_best_and_the_gaps_to_it():
+    from embench.run_summary import gap_lines
+
+    lone = _with_items("melspec", [_correct(10, {1})], task="other-task")
+    (line,) = gap_lines(make_run([*_three_rows()[::-1], lone]))
+    assert line.startswith("toy-genres · probe: best mert-v1-95m; gap to it (accuracy, paired")
+    assert "wav2vec2-base -1.67 (" in line and "; melspec -25.00 (" in line
+    assert gap_lines(make_run([probe_result("a"), probe_result("b")])) == []  # no item scores

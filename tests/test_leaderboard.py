@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from embench.errors import EmbenchError
-from embench.leaderboard import escape_md, load_results, render_markdown, write_markdown
+from embench.leaderboard import escape_md, render_markdown, write_markdown
+from embench.result_files import load_results
 from embench.results import (
     SCHEMA_VERSION,
     PairFailure,

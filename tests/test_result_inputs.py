@@ -10,7 +10,7 @@ import pytest
 
 from embench import __version__
 from embench.errors import EmbenchError
-from embench.leaderboard import load_results
+from embench.result_files import load_results
 from embench.results import SCHEMA_VERSION, ScoreSummary
 from embench.submit import submit_result
 from tests.helpers_cli import run_main
