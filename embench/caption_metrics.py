@@ -66,6 +66,43 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], order: int
     return float(_bleu(order).corpus_score(list(hypotheses), [list(references)]).score)
 
 
+def bleu_item_stats(hypotheses: Sequence[str], references: Sequence[str],
+                    order: int = 4) -> list[list[int]]:
+    """Each item's BLEU sufficient statistics, exactly as sacrebleu sums them into
+    :func:`corpus_bleu`: ``[hypothesis length, reference length, matching 1..order-grams,
+    hypothesis 1..order-grams]``. Summed over any resample of the items, they give that
+    resample's corpus BLEU (:func:`bleu_from_stats`): what a paired bootstrap of BLEU needs.
+    (``_extract_corpus_statistics`` is the method sacrebleu's own significance tests use.)"""
+    stats = _bleu(order)._extract_corpus_statistics(list(hypotheses), [list(references)])
+    return [[int(v) for v in row] for row in stats]
+
+
+def bleu_from_stats(sums: np.ndarray) -> np.ndarray:
+    """sacrebleu's ``BLEU.compute_bleu`` (``exp`` smoothing, no effective order), vectorised over
+    the rows of ``sums`` ``[rows, 2 + 2 * order]``: each row the summed statistics of
+    :func:`bleu_item_stats`. Counts, not averages: the smoothing of an order without a match
+    depends on the n-gram total."""
+    sums = np.asarray(sums, dtype=float)
+    order = (sums.shape[1] - 2) // 2
+    sys_len, ref_len = sums[:, 0], sums[:, 1]
+    correct, total = sums[:, 2:2 + order], sums[:, 2 + order:2 + 2 * order]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        brevity = np.where(sys_len < ref_len,
+                           np.where(sys_len > 0, np.exp(1 - ref_len / sys_len), 0.0), 1.0)
+        alive = np.ones(len(sums), dtype=bool)  # sacrebleu stops at the first empty order
+        smooth = np.ones(len(sums))
+        logs = np.empty_like(correct)
+        for n in range(order):
+            alive &= total[:, n] > 0
+            zero = correct[:, n] == 0
+            smooth = np.where(alive & zero, smooth * 2, smooth)
+            precision = np.where(zero, 100.0 / (smooth * total[:, n]),
+                                 100.0 * correct[:, n] / total[:, n])
+            logs[:, n] = np.where(alive, np.log(np.where(alive, precision, 1.0)), -9999999999.0)
+        score = brevity * np.exp(logs.sum(axis=1) / order)
+    return np.where(correct.any(axis=1), score, 0.0)
+
+
 def bleu_signature() -> str:
     """sacrebleu's signature for the BLEU scores here (BLEU-n differ only in max n-gram order).
 

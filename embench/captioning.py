@@ -14,6 +14,7 @@ import copy
 import functools
 import json
 import math
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch
 from embench import caption_metrics as cm
 from embench.caption_model import AudioCaptioner, build_t5, captioner_commit, collate
 from embench.errors import EmbenchError
+from embench.results import ItemScores
 from embench.task import SPLITS, EvalContext, Evaluation
 
 FLAG_NOT_BEATING_CONSTANT = "does-not-beat-constant-caption"
@@ -54,6 +56,21 @@ def caption_scores(hyps: list[str], refs: list[str]) -> dict[str, float]:
     out.update(rouge_l=cm.rouge_l(hyps, refs), wer=cm.wer(hyps, refs))
     out.update(cm.degeneration_stats(hyps))
     return out
+
+
+def caption_item_scores(main_metric: str, runs: list[tuple[list[str], list[str], list[str]]]
+                        ) -> ItemScores | None:
+    """The per-clip values behind ``main_metric`` for each seed's (clip ids, hypotheses,
+    references) on test, so leaderboards can compare rows paired on clips: BLEU's n-gram
+    counts. None for other main metrics, or when the seeds scored different clips."""
+    if not re.fullmatch(r"bleu[1-9]", main_metric) or not runs:
+        return None
+    ids = runs[0][0]
+    if any(r[0] != ids for r in runs):
+        return None
+    order = int(main_metric[4:])
+    return ItemScores(metric=main_metric, clip_ids=list(ids), aggregate="bleu",
+                      values=[cm.bleu_item_stats(hyps, refs, order) for _, hyps, refs in runs])
 
 
 def _split_ids(ctx: EvalContext) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
@@ -253,6 +270,7 @@ def evaluate_captioning(
 
     per_seed: list[dict[str, Any]] = []
     scores: dict[str, list[float]] = {}
+    tested: list[tuple[list[str], list[str], list[str]]] = []  # ids, hypotheses, references
     with _threads(device):
         for seed in ctx.seeds:
             with torch.random.fork_rng(devices=[]):
@@ -272,6 +290,7 @@ def evaluate_captioning(
             metrics = caption_scores(hyps, refs["test"])
             for key, value in metrics.items():
                 scores.setdefault(key, []).append(value)
+            tested.append((ids["test"], hyps, refs["test"]))
             _write_jsonl(Path(ctx.output_dir) / f"captions-seed{seed}.jsonl", ids["test"],
                          refs["test"], hyps)
             longest = max(len(s) for s in labels["train"])
@@ -313,4 +332,5 @@ def evaluate_captioning(
     }
     if wordnet_note() is not None:
         details["meteor"] = wordnet_note()
-    return Evaluation(scores=scores, baselines=baselines, details=details, flags=flags)
+    return Evaluation(scores=scores, baselines=baselines, details=details, flags=flags,
+                      item_scores=caption_item_scores(main_metric, tested))

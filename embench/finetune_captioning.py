@@ -39,6 +39,7 @@ from embench.caption_model import IGNORE_INDEX, AudioCaptioner, build_t5, captio
 from embench.captioning import (
     FLAG_NOT_BEATING_CONSTANT,
     _write_jsonl,
+    caption_item_scores,
     caption_scores,
     wordnet_note,
 )
@@ -241,7 +242,7 @@ def finetune_captioning(
     run = _Run(ctx, clips, hp)
     train_refs = [str(c.target) for c in clips["train"]]
     per_seed, scores, numpy_state = [], {}, np.random.get_state()
-    test_ids, test_refs = [], []
+    test_ids, test_refs, tested = [], [], []
     try:
         for seed in ctx.seeds:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -254,6 +255,7 @@ def finetune_captioning(
             metrics = caption_scores(hyps, test_refs)
             for key, value in metrics.items():
                 scores.setdefault(key, []).append(value)
+            tested.append((test_ids, hyps, test_refs))
             _write_jsonl(Path(ctx.output_dir) / f"captions-seed{seed}.jsonl", test_ids,
                          test_refs, hyps)
             per_seed.append(details)
@@ -280,4 +282,5 @@ def finetune_captioning(
     if wordnet_note() is not None:
         details_out["meteor"] = wordnet_note()
     return Evaluation(scores=scores, baselines=baselines, details=details_out, flags=flags,
-                      skipped=dict(sorted(run.skipped.items())))
+                      skipped=dict(sorted(run.skipped.items())),
+                      item_scores=caption_item_scores(main_metric, tested))

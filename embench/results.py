@@ -37,28 +37,58 @@ class ScoreSummary(_Model):
 
 
 class ItemScores(_Model):
-    """One metric's score of each test clip, per seed: ``values[s][j]`` is clip
-    ``clip_ids[j]``'s score under ``seeds[s]``, and seed ``s``'s ``metric`` score is the mean of
-    ``values[s]`` (e.g. for accuracy in percent: 100 for a correct prediction, 0 for a wrong one).
+    """One metric per test clip and seed, from which each seed's score can be recomputed on any
+    resample of the clips: what lets two rows of one table be compared paired on the same clips
+    (:mod:`embench.comparison`). The interval of a difference then covers which clips happened
+    to be in the test split, not only the spread over seeds (zero for a deterministic probe).
 
-    They let two rows of one table be compared paired on the same clips
-    (:mod:`embench.comparison`): a difference's interval then covers which clips happened to
-    be in the test split, not only the spread over seeds, which is zero for a deterministic
-    probe. Only main scores that are means over clips have them (not corpus BLEU)."""
+    ``aggregate="mean"``: ``values[s][j]`` is clip ``clip_ids[j]``'s score under ``seeds[s]``
+    and the seed's score is their mean (accuracy in percent: 100 or 0 per clip).
+    ``aggregate="bleu"``: ``values[s][j]`` is the clip's list of BLEU sufficient statistics
+    (:func:`embench.caption_metrics.bleu_item_stats`) and the seed's score is the corpus BLEU
+    of their sums."""
 
     metric: str
     clip_ids: list[str]
-    values: list[list[float]]
+    values: list[list[float | list[float]]]
+    aggregate: Literal["mean", "bleu"] = "mean"
 
     @model_validator(mode="after")
     def _rectangular(self) -> ItemScores:
         if len(set(self.clip_ids)) != len(self.clip_ids):
             raise ValueError("item_scores.clip_ids repeats a clip id")
+        widths = set()
         for s, row in enumerate(self.values):
             if len(row) != len(self.clip_ids):
                 raise ValueError(f"item_scores.values[{s}] holds {len(row)} values for "
                                  f"{len(self.clip_ids)} clip ids")
+            widths |= {len(v) if isinstance(v, list) else None for v in row}
+        if self.aggregate == "mean" and widths - {None}:
+            raise ValueError("item_scores with aggregate 'mean' hold one number per clip")
+        if self.aggregate == "bleu" and (len(widths) > 1 or any(
+                w is None or w < 4 or w % 2 for w in widths)):
+            raise ValueError("item_scores with aggregate 'bleu' hold one list of 2 + 2 x order "
+                             "BLEU statistics per clip, of one length")
         return self
+
+    def array(self):
+        """``[seeds, clips, k]`` float array (k = 1 for ``mean``)."""
+        import numpy as np
+
+        values = np.asarray(self.values, dtype=float)
+        return values[..., None] if values.ndim == 2 else values
+
+    def seed_scores(self) -> list[float]:
+        """Each seed's score over all the clips, recomputed from the values."""
+        import numpy as np
+
+        from embench.comparison import AGGREGATES
+
+        values = self.array()
+        if values.shape[1] == 0:
+            return [math.nan] * len(self.values)
+        score = AGGREGATES[self.aggregate]
+        return [float(score(np.sum(v, axis=0)[None], v.shape[0])[0]) for v in values]
 
     def problems(self, seeds: list[int], scores: dict[str, list[float]]) -> list[str]:
         """Why these cannot be the item scores behind ``scores[metric]`` (one per seed)."""
@@ -68,11 +98,11 @@ class ItemScores(_Model):
             return [f"{len(self.values)} rows of item scores and {len(scores[self.metric])} "
                     f"{self.metric} scores for {len(seeds)} seeds"]
         out = []
-        for seed, row, score in zip(seeds, self.values, scores[self.metric], strict=True):
-            mean = math.fsum(row) / len(row) if row else math.nan
-            if not (math.isclose(mean, score, rel_tol=1e-6, abs_tol=1e-6)
-                    or (math.isnan(mean) and math.isnan(score))):
-                out.append(f"seed {seed}: the item scores average {mean} but the "
+        for seed, got, score in zip(seeds, self.seed_scores(), scores[self.metric], strict=True):
+            if not (math.isclose(got, score, rel_tol=1e-6, abs_tol=1e-6)
+                    or (math.isnan(got) and math.isnan(score))):
+                what = "average" if self.aggregate == "mean" else "give a corpus BLEU of"
+                out.append(f"seed {seed}: the item scores {what} {got} but the "
                            f"{self.metric} score is {score}")
         return out
 
@@ -211,3 +241,30 @@ class RunResult(_Model):
     spec: RunSpec | None = None
     results: list[TaskResult] = Field(default_factory=list)
     failures: list[PairFailure] = Field(default_factory=list)
+
+
+def run_json(run: RunResult) -> str:
+    """A result file's text: indented JSON with every list of numbers on one line (per-seed
+    scores, confusion-matrix rows, each clip's item scores). Thousands of per-clip values then
+    cost a line per seed, not a line per value, and the file stays readable. Parses to exactly
+    what ``model_dump_json`` gives (NaN as null included)."""
+    import json
+    import re
+    import secrets
+
+    nonce = secrets.token_hex(8)  # no string in the data can fake a placeholder
+    lines: list[str] = []
+
+    def fold(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: fold(value) for key, value in node.items()}
+        if not isinstance(node, list):
+            return node
+        if node and all(v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+                        for v in node):
+            lines.append(json.dumps(node, separators=(", ", ": ")))
+            return f"{nonce}:{len(lines) - 1}"
+        return [fold(value) for value in node]
+
+    text = json.dumps(fold(json.loads(run.model_dump_json())), indent=2, ensure_ascii=False)
+    return re.sub(f'"{nonce}:(\\d+)"', lambda m: lines[int(m.group(1))], text) + "\n"

@@ -31,6 +31,7 @@ from embench.results import (
     ScoreSummary,
     SkippedClip,
     TaskResult,
+    run_json,
 )
 from embench.task import ClipSet, EvalContext, Evaluation, Task
 
@@ -76,7 +77,7 @@ def protocols_for(spec: RunSpec, tasks: list[Task]) -> dict[str, str]:
 def write_result(result: RunResult, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(result.model_dump_json(indent=2))
+    tmp.write_text(run_json(result), encoding="utf-8")
     os.replace(tmp, path)
 
 

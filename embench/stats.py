@@ -49,9 +49,14 @@ def paired_bootstrap_difference(
     n_resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    score: Callable[[np.ndarray, int], np.ndarray] | None = None,
 ) -> tuple[float, float, float]:
-    """Mean of ``a`` minus mean of ``b`` and a percentile bootstrap interval, for per-item scores
-    ``[seeds, items]`` of two systems on the same items (column ``j`` of both is one item).
+    """Score of ``a`` minus score of ``b`` (each the mean over its seeds) and a percentile
+    bootstrap interval, for two systems scored on the same items (item ``j`` of both is one).
+
+    ``a``/``b`` are ``[seeds, items]`` per-item values whose mean is a seed's score (accuracy),
+    or ``[seeds, items, k]`` per-item statistics that ``score(sums, n_items)`` turns into a
+    score, row by row of ``sums`` ``[rows, k]`` (corpus BLEU from summed n-gram counts).
 
     Each resample draws the items once, shared by both systems (the pairing: an item that is
     hard for one is usually hard for the other, so the difference varies far less than either
@@ -61,18 +66,29 @@ def paired_bootstrap_difference(
     generated page that is checked for being up to date needs.
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[1] == 0:
-        raise ValueError(f"need [seeds, items] arrays over the same items, got {a.shape} "
-                         f"and {b.shape}")
+    if a.ndim == 2 and b.ndim == 2:
+        a, b = a[..., None], b[..., None]
+    if a.ndim != 3 or a.shape[1:] != b.shape[1:] or a.shape[1] == 0:
+        raise ValueError(f"need [seeds, items] or [seeds, items, k] arrays over the same items, "
+                         f"got {a.shape} and {b.shape}")
     n = a.shape[1]
+    if score is None:
+        def score(sums: np.ndarray, n_items: int) -> np.ndarray:
+            return sums[:, 0] / n_items
+
+    def per_seed(x: np.ndarray, counts: np.ndarray) -> np.ndarray:  # [rows, seeds]
+        return np.stack([score(counts @ x[s], n) for s in range(len(x))], axis=1)
+
+    whole = np.ones((1, n))
+    point = float(per_seed(a, whole).mean() - per_seed(b, whole).mean())
     rng = np.random.default_rng(seed)
     deltas = np.empty(n_resamples)
     for start in range(0, n_resamples, 256):  # bounded memory: 256 x items at a time
         r = min(256, n_resamples - start)
-        items = rng.multinomial(n, np.full(n, 1.0 / n), size=r) / n
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=r).astype(float)
         seeds_a = rng.multinomial(len(a), np.full(len(a), 1.0 / len(a)), size=r) / len(a)
         seeds_b = rng.multinomial(len(b), np.full(len(b), 1.0 / len(b)), size=r) / len(b)
-        deltas[start:start + r] = ((seeds_a @ a - seeds_b @ b) * items).sum(axis=1)
+        deltas[start:start + r] = ((seeds_a * per_seed(a, counts)).sum(axis=1)
+                                   - (seeds_b * per_seed(b, counts)).sum(axis=1))
     alpha = (1 - confidence) / 2
-    return (float(a.mean() - b.mean()), float(np.quantile(deltas, alpha)),
-            float(np.quantile(deltas, 1 - alpha)))
+    return (point, float(np.quantile(deltas, alpha)), float(np.quantile(deltas, 1 - alpha)))

@@ -13,6 +13,8 @@ import pytest
 
 from embench.caption_metrics import (
     MAX_CONSTANT_CANDIDATES,
+    bleu_from_stats,
+    bleu_item_stats,
     bleu_signature,
     caption_metrics,
     constant_caption,
@@ -201,3 +203,27 @@ def test_nearest_neighbour_rejects_mismatched_inputs():
         nearest_neighbour_captions(np.zeros((3, 2)), ["a", "b"], np.zeros((1, 2)))
     with pytest.raises(ValueError, match="dimensions"):
         nearest_neighbour_captions(np.zeros((2, 2)), ["a", "b"], np.zeros((1, 3)))
+
+
+@pytest.mark.parametrize("order", [1, 2, 4])
+def test_bleu_from_summed_item_stats_is_sacrebleus_corpus_bleu(order):
+    """The paired bootstrap of BLEU recomputes it from resampled clips' counts: the sums must
+    give sacrebleu's number exactly, including empty and too-short hypotheses and orders
+    without a single match (where the exp smoothing depends on the count)."""
+    rng = np.random.default_rng(order)
+    words = ["a", "the", "slow", "fast", "guitar", "piano",
+             "drums", "male", "female", "vocal", "loud", "soft", "song"]
+
+    def caption(k: int) -> str:
+        return " ".join(rng.choice(words, size=k))
+
+    for _ in range(40):
+        n = int(rng.integers(1, 30))
+        refs = [caption(int(rng.integers(0, 12))) for _ in range(n)]
+        hyps = [caption(int(rng.integers(0, rng.choice([2, 3, 12])))) for _ in range(n)]
+        stats = np.array(bleu_item_stats(hyps, refs, order))
+        assert stats.shape == (n, 2 + 2 * order)
+        got = bleu_from_stats(stats.sum(axis=0)[None])[0]
+        assert got == pytest.approx(corpus_bleu(hyps, refs, order), abs=1e-9)
+    nothing = np.array(bleu_item_stats(["x y"], ["a b c"], order)).sum(axis=0)[None]
+    assert bleu_from_stats(nothing)[0] == 0.0

@@ -90,6 +90,10 @@ def test_scratch_captioner_beats_constant_caption(scratch_run):
     assert {"bleu1", "bleu4", "rouge_l", "wer", "distinct_ratio", "mean_length"} <= set(ev.scores)
     assert all(len(v) == 1 for v in ev.scores.values())
     assert "tok:13a" in ev.details["bleu_signature"] and "case:lc" in ev.details["bleu_signature"]
+    items = ev.item_scores  # each test clip's BLEU-4 n-gram counts: the Δ column pairs on them
+    assert items.metric == "bleu4" and items.aggregate == "bleu"
+    assert len(items.clip_ids) == ev.details["n_clips"]["test"]
+    assert items.problems([0], ev.scores) == []
 
 
 def test_test_captions_written_as_jsonl(scratch_run):

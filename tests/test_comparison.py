@@ -219,3 +219,50 @@ def test_the_run_summary_names_each_tasks_best_and_the_gaps_to_it():
     assert line.startswith("toy-genres · probe: best mert-v1-95m; gap to it (accuracy, paired")
     assert "wav2vec2-base -1.67 (" in line and "; melspec -25.00 (" in line
     assert gap_lines(make_run([probe_result("a"), probe_result("b")])) == []  # no item scores
+
+
+# ----------------------------------------------------------------------------- corpus BLEU
+
+
+def _caption_row(encoder: str, hyps_per_seed: list[list[str]], refs: list[str]):
+    from embench.caption_metrics import corpus_bleu
+    from embench.captioning import caption_item_scores
+
+    ids = [f"yt{j:03d}" for j in range(len(refs))]
+    items = caption_item_scores("bleu4", [(ids, hyps, refs) for hyps in hyps_per_seed])
+    bleu = [corpus_bleu(h, refs) for h in hyps_per_seed]
+    return probe_result(encoder, tuple(bleu), main_score="bleu4", protocol="captioner",
+                        task="toy-captions", scores={"bleu4": bleu},
+                        summary={"bleu4": ScoreSummary.from_values(bleu)}, item_scores=items)
+
+
+def test_captioning_rows_are_compared_on_corpus_bleu_of_the_drawn_clips():
+    rng = np.random.default_rng(3)
+    words = ["a", "slow", "fast", "guitar", "piano", "song",
+             "with", "drums", "and", "soft", "male", "vocal"]
+    refs = [" ".join(rng.choice(words, 8)) for _ in range(80)]
+    good = [[r if j % 4 else " ".join(rng.choice(words, 8)) for j, r in enumerate(refs)]
+            for _ in range(2)]  # three in four clips captioned exactly
+    poor = [[" ".join(rng.choice(words, 8)) for _ in refs] for _ in range(2)]
+    top, other = _caption_row("good", good, refs), _caption_row("poor", poor, refs)
+    assert top.item_scores.problems(top.seeds, top.scores) == []
+    d = difference(other, top)
+    assert d.delta == pytest.approx(other.main.mean - top.main.mean)
+    assert d.clear and d.high < 0
+    same = difference(_caption_row("again", good, refs), top)
+    assert same.delta == 0.0 and not same.clear
+    text = render_markdown([make_run([top, other])])
+    assert "Δ vs #1 (95% CI)" in text and f"{d.delta:+.2f} (" in text
+
+
+def test_bleu_item_scores_are_checked_like_any_other():
+    with pytest.raises(ValidationError, match="aggregate 'bleu' hold one list"):
+        ItemScores(metric="bleu4", clip_ids=["a"], values=[[3.0]], aggregate="bleu")
+    with pytest.raises(ValidationError, match="aggregate 'mean' hold one number"):
+        ItemScores(metric="accuracy", clip_ids=["a"], values=[[[1.0, 2.0]]])
+    row = _caption_row("x", [["a slow song with soft male vocal", "fast loud drums and bass"]],
+                       ["a slow song with soft vocal", "fast drums and a loud bass"])
+    assert row.main.mean > 0
+    row.item_scores.values[0][0][2] += 1  # one more matching unigram than the captions have
+    (problem,) = edited_problems(make_run([row]))
+    assert "the item scores give a corpus BLEU of" in problem

@@ -76,6 +76,8 @@ def test_two_seeds_score_and_write_jsonl(tmp_path, monkeypatch):
     assert "constant-caption" in result.baselines
     assert [s["seed"] for s in result.details["seeds"]] == [1, 2]
     assert result.details["n_clips"] == {"train": 12, "valid": 3, "test": 3}
+    assert result.item_scores.aggregate == "bleu" and len(result.item_scores.clip_ids) == 3
+    assert result.item_scores.problems([1, 2], result.scores) == []
     for seed in (1, 2):
         rows = [json.loads(line) for line in
                 (tmp_path / f"captions-seed{seed}.jsonl").read_text().splitlines()]
