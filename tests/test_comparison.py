@@ -266,3 +266,20 @@ def test_bleu_item_scores_are_checked_like_any_other():
     row.item_scores.values[0][0][2] += 1  # one more matching unigram than the captions have
     (problem,) = edited_problems(make_run([row]))
     assert "the item scores give a corpus BLEU of" in problem
+
+
+def test_result_files_keep_lists_of_numbers_on_one_line_and_parse_the_same():
+    import json
+    import math
+
+    from embench.results import run_json
+
+    res = _with_items("a", [_correct(300, set(range(0, 300, 2)))] * 3,
+                      notes='a string "[1,\n 2]" and "0123:4" stays as it is')
+    res.scores["macro_f1"][0] = math.nan
+    run = make_run([res])
+    text = run_json(run)
+    assert json.loads(text) == json.loads(run.model_dump_json())  # NaN as null included
+    rows = [line for line in text.splitlines() if line.strip().startswith("[100.0, 0.0, ")]
+    assert len(rows) == 3  # 900 item scores: a line per seed, not per value
+    assert '"macro_f1": [null, ' in text and '\\n' in text
