@@ -283,3 +283,27 @@ def test_result_files_keep_lists_of_numbers_on_one_line_and_parse_the_same():
     rows = [line for line in text.splitlines() if line.strip().startswith("[100.0, 0.0, ")]
     assert len(rows) == 3  # 900 item scores: a line per seed, not per value
     assert '"macro_f1": [null, ' in text and '\\n' in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed_sd, at_least", [(0.0, 0.95), (0.3, 0.95)])
+def test_the_interval_covers_the_true_gap(seed_sd, at_least):
+    """Simulated probes: clip difficulty d ~ N(0, 1.5) on the logit scale, system skills 0.6 and
+    0.3, a per-seed shift ~ N(0, seed_sd) (0.3 swings accuracy by about 6 points). The truth is
+    the expected accuracy gap over clips and seeds; 300 test splits of 290 clips, 3 seeds."""
+    rng = np.random.default_rng(0)
+
+    def correct(skill, d):
+        return (rng.random(len(d)) < 1 / (1 + np.exp(d - skill - rng.normal(0, seed_sd)))) * 100.0
+
+    d = rng.normal(0, 1.5, 400_000)
+    truth = np.mean(1 / (1 + np.exp(d - 0.6 - rng.normal(0, seed_sd, d.size)))
+                    - 1 / (1 + np.exp(d - 0.3 - rng.normal(0, seed_sd, d.size)))) * 100
+    covered = 0
+    for rep in range(300):
+        d = rng.normal(0, 1.5, 290)
+        a = np.stack([correct(0.6, d) for _ in range(3)])
+        b = np.stack([correct(0.3, d) for _ in range(3)])
+        _, low, high = paired_bootstrap_difference(a, b, n_resamples=1000, seed=rep)
+        covered += low <= truth <= high
+    assert covered / 300 >= at_least
