@@ -15,6 +15,14 @@ import numpy as np
 
 from embench.errors import AudioDecodeError
 
+# libsndfile's frame count for a file whose header does not give its length (a FLAC written to a
+# pipe has total samples 0): SF_COUNT_MAX. It reads such a file in part, never to its end.
+UNKNOWN_LENGTH = 2**62
+UNKNOWN_LENGTH_HELP = (
+    "its header does not give its length (e.g. a FLAC written to a pipe: total samples 0), and "
+    "libsndfile cannot read such a file to its end; re-encode it once, e.g. `ffmpeg -i FILE "
+    "-c:a flac FIXED.flac` (or to WAV), and point the task at the fixed file")
+
 
 def load_audio(
     source: Path | str | bytes,
@@ -47,7 +55,12 @@ def load_audio(
             if start:
                 fh.seek(min(start, fh.frames))
             frames = -1 if stop is None else max(0, stop - start)
-            data = fh.read(frames=frames, dtype="float32", always_2d=True)
+            try:
+                data = fh.read(frames=frames, dtype="float32", always_2d=True)
+            except Exception:
+                if fh.frames >= UNKNOWN_LENGTH:
+                    raise AudioDecodeError(label, UNKNOWN_LENGTH_HELP) from None
+                raise
             _check_complete(fh, start, stop, len(data), label)
     except AudioDecodeError:
         raise

@@ -145,6 +145,11 @@ def test_flac_of_unknown_length_is_not_flagged(tmp_path):
     with sf.SoundFile(io.BytesIO(bytes(data))) as fh:
         assert fh.frames > 2**62
     assert len(load_audio(bytes(data), SR, start_s=0.5, end_s=1.5)) == SR
+    # to its end libsndfile cannot read it: say so and how to fix it, not "array is too big"
+    with pytest.raises(AudioDecodeError, match=r"header does not give its length .* `ffmpeg -i"):
+        load_audio(bytes(data), SR)
+    with pytest.raises(AudioDecodeError, match=r"header does not give its length"):
+        load_audio(bytes(data), SR, start_s=3.5, end_s=4.5)  # past its last sample
 
 
 def test_extraction_records_a_truncated_clip_as_skipped(tmp_path):
