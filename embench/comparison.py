@@ -33,48 +33,85 @@ def _bleu(sums, n_items: int):
 AGGREGATES = {"mean": _mean, "bleu": _bleu}
 
 
+#: Fewest shared test clips, absolute and as a share of the larger row's, for a Δ: a gap measured
+#: on a sliver of the test split is not the gap between the rows.
+MIN_SHARED_CLIPS = 10
+MIN_SHARED_FRACTION = 0.5
+
+
 @dataclass(frozen=True)
 class Difference:
-    """``delta`` = row minus reference on ``n_clips`` shared test clips; 95% interval."""
+    """``delta`` = row minus reference on ``n_clips`` shared test clips (of ``of_clips``, the
+    larger of the two rows' test sets) with its 95% interval; ``seeds`` is the smaller of the
+    two rows' seed counts: with one seed, the interval holds no seed-to-seed spread."""
 
     delta: float
     low: float
     high: float
     n_clips: int
+    of_clips: int = 0
+    seeds: int = 2
 
     @property
     def clear(self) -> bool:
-        """True when the interval leaves out 0: the data tell the two rows apart."""
-        return self.low > 0 or self.high < 0
+        """True when the interval, as shown (two decimals), leaves out 0 and both rows ran at
+        least two seeds: the data tell the two rows apart."""
+        return self.seeds >= 2 and (round(self.low, 2) > 0 or round(self.high, 2) < 0)
 
     def text(self) -> str:
-        cell = f"{self.delta:+.2f} ({self.low:+.2f}, {self.high:+.2f})"
-        return cell if self.clear else cell + " n.s."
+        cell = f"{_signed(self.delta)} ({_signed(self.low)}, {_signed(self.high)})"
+        if self.seeds < 2:
+            cell += " 1 seed"
+        elif not self.clear:
+            cell += " n.s."
+        if self.n_clips < self.of_clips:
+            cell += f", {self.n_clips} of {self.of_clips} clips"
+        return cell
+
+
+def _signed(value: float) -> str:
+    text = f"{value:+.2f}"
+    return "+0.00" if text == "-0.00" else text
 
 
 #: The footnote every table with a Δ column carries, so the column explains itself.
 EXPLANATION = (
     "Δ vs #1: this row's main score minus the top row's, on the test clips both scored, with a "
-    "95% paired bootstrap interval (clips drawn once for both rows, seeds drawn per row, "
-    f"{N_RESAMPLES} draws; corpus BLEU is recomputed from each draw's n-gram counts); n.s.: the "
-    "interval holds 0, so these data cannot tell the two rows apart. Empty where a row's "
-    "result file has no per-clip scores (files older than schema 1.1, or a main score that is "
-    "neither a mean over clips nor corpus BLEU).")
+    "95% paired bootstrap interval: clips drawn once for both rows (corpus BLEU recomputed "
+    "from each draw's n-gram counts), plus each row's seed-to-seed spread. n.s.: the interval "
+    "holds 0, so these data cannot tell the two rows apart (more seeds narrow it). 1 seed: a "
+    "row ran one seed, so the interval leaves out the seed-to-seed spread and gives no "
+    "verdict. \"N of M clips\": the rows share only N test clips. Each row is compared with #1 "
+    "on its own: among many equal rows, about one in twenty looks clear by chance. Empty "
+    "where either row has no per-clip scores (files older than schema 1.1, or a main score "
+    "that is neither a mean over clips nor corpus BLEU) or they share under half their clips.")
+
+#: Said instead of the column when the top row cannot be compared with any row.
+NO_REFERENCE = ("No Δ vs #1 column: the top row's result file has no per-clip scores for its "
+                "main score (written before schema 1.1, or a main score that is neither a mean "
+                "over clips nor corpus BLEU).")
+
+
+def comparable(result: TaskResult) -> bool:
+    """Whether ``result`` has the per-clip scores a Δ needs (for its own main score)."""
+    items = result.item_scores
+    return bool(items and items.values and items.metric == result.main_score)
 
 
 def difference(row: TaskResult, reference: TaskResult) -> Difference | None:
     """``row`` minus ``reference`` on their shared test clips; None when either lacks item
-    scores (for its main score) or they share no clip."""
+    scores (for its main score), they aggregate differently, or they share too few clips."""
     from embench.stats import paired_bootstrap_difference
-    if not all(r.item_scores and r.item_scores.values and r.item_scores.metric == r.main_score
-               for r in (row, reference)):
+
+    if not (comparable(row) and comparable(reference)):
         return None
     if row.item_scores.aggregate != reference.item_scores.aggregate:
         return None
     ref_ids = reference.item_scores.clip_ids
     where = {cid: j for j, cid in enumerate(row.item_scores.clip_ids)}
     shared = [(j, where[cid]) for j, cid in enumerate(ref_ids) if cid in where]
-    if not shared:
+    larger = max(len(ref_ids), len(where))
+    if len(shared) < max(MIN_SHARED_CLIPS, MIN_SHARED_FRACTION * larger):
         return None
     ref_cols, row_cols = (list(c) for c in zip(*shared, strict=True))
     ours, theirs = row.item_scores.array()[:, row_cols], reference.item_scores.array()[:, ref_cols]
@@ -82,4 +119,4 @@ def difference(row: TaskResult, reference: TaskResult) -> Difference | None:
         return None  # BLEU of another n-gram order
     delta, low, high = paired_bootstrap_difference(
         ours, theirs, n_resamples=N_RESAMPLES, score=AGGREGATES[row.item_scores.aggregate])
-    return Difference(delta, low, high, len(shared))
+    return Difference(delta, low, high, len(shared), larger, min(len(ours), len(theirs)))

@@ -116,6 +116,15 @@ def _deltas(rows: list[_Row]) -> dict[int, Difference]:
     return {i: d for i, d in out.items() if d is not None}
 
 
+def _top_lacks_items(rows: list[_Row]) -> bool:
+    """True when only the top measured row's missing per-clip scores keep the Δ column away."""
+    from embench.comparison import comparable
+
+    measured = [res for res, _ in rows if not res.reported and not math.isinf(_sort_key(res))]
+    return (len(measured) > 1 and not comparable(measured[0])
+            and any(comparable(res) for res in measured[1:]))
+
+
 def _sort_key(res: TaskResult) -> float:
     """Best first; a missing or NaN main score sorts last (TaskResult.sort_key would raise)."""
     return res.sort_key() if res.main_score in res.summary else math.inf
@@ -169,11 +178,13 @@ def _render_table(key: tuple, rows: list[_Row], heading: str) -> list[str]:
     header += ["Skipped", "Flags", "Run / embench"]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     footnotes: list[str] = []
-    rank, prev = 0, None
+    rank, prev, seen = 0, None, 0
     for i, (res, run) in enumerate(rows, start=1):
         score = _sort_key(res)
-        if score != prev:
-            rank, prev = i, score  # ties share a rank
+        if not res.reported:  # literature rows are shown, never ranked: #1 is measured
+            seen += 1
+            if score != prev:
+                rank, prev = seen, score  # ties share a rank
         label = _encoder_label(res)
         if res.reported:
             footnotes.append(
@@ -183,7 +194,8 @@ def _render_table(key: tuple, rows: list[_Row], heading: str) -> list[str]:
             label += f" {_DAGGER}"
         if res.notes:
             footnotes.append(f"Note on {_encoder_label(res)}: {escape_md(res.notes)}")
-        cells = ["—" if math.isinf(score) else str(rank), label, _score_cell(res)]
+        shown_rank = _DAGGER if res.reported else "—" if math.isinf(score) else str(rank)
+        cells = [shown_rank, label, _score_cell(res)]
         if deltas:
             delta = deltas.get(i - 1)
             cells.append("" if delta is None else delta.text())
@@ -217,6 +229,10 @@ def _render_table(key: tuple, rows: list[_Row], heading: str) -> list[str]:
         from embench.comparison import EXPLANATION
 
         footnotes.append(EXPLANATION)
+    elif _top_lacks_items(rows):
+        from embench.comparison import NO_REFERENCE
+
+        footnotes.append(NO_REFERENCE)
     if dedup_notes:
         footnotes.append(
             "Several runs scored the same encoder here; only the newest is shown: "

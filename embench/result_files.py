@@ -93,7 +93,29 @@ def _load_one(path: Path, explicit: bool) -> RunResult | None:
             for err in exc.errors()
         ]
         more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
-        raise EmbenchError(f"{path}: invalid run result: {'; '.join(problems[:5])}{more}") from exc
+        raise EmbenchError(f"{path}: invalid run result: {'; '.join(problems[:5])}{more}"
+                           f"{_newer_minor(data, exc)}") from exc
+
+
+def _newer_minor(data: dict, exc) -> str:
+    """A hint when the file's schema is a newer minor version than ours and its only problems
+    are fields this release does not know: a newer embench wrote it."""
+    from embench.results import SCHEMA_VERSION
+
+    def minor(version: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(p) for p in version.split("."))
+        except ValueError:
+            return ()
+
+    found = str(data.get("schema_version"))
+    if not minor(found) or minor(found) <= minor(SCHEMA_VERSION):
+        return ""
+    if any(err["type"] != "extra_forbidden" for err in exc.errors()):
+        return ""
+    return (f". Its schema {found} is newer than this release's {SCHEMA_VERSION}, and those "
+            f"fields are what it added: upgrade embench (install it again from its repository) "
+            f"to read the file")
 
 
 def load_result_file(path: Path) -> RunResult:

@@ -4,11 +4,20 @@ leaderboard reads. Nothing here is a nested dict of unknown shape except ``detai
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = "1.1"  # 1.1: TaskResult.item_scores (files without it still read)
+
+
+def _null_is_nan(value: Any) -> Any:
+    return math.nan if value is None else value
+
+
+#: A score that may be NaN (an undefined metric): JSON has no NaN, so it is written as null and
+#: read back as NaN, and a run's own file stays readable.
+Score = Annotated[float, BeforeValidator(_null_is_nan)]
 
 
 class _Model(BaseModel):
@@ -18,10 +27,10 @@ class _Model(BaseModel):
 class ScoreSummary(_Model):
     """Mean, sample std and a 95% Student-t confidence interval over seeds."""
 
-    mean: float
-    std: float
-    ci95_low: float
-    ci95_high: float
+    mean: Score
+    std: Score
+    ci95_low: Score
+    ci95_high: Score
     n: int
 
     @property
@@ -50,7 +59,7 @@ class ItemScores(_Model):
 
     metric: str
     clip_ids: list[str]
-    values: list[list[float | list[float]]]
+    values: list[list[Score | list[Score]]]
     aggregate: Literal["mean", "bleu"] = "mean"
 
     @model_validator(mode="after")
@@ -65,10 +74,11 @@ class ItemScores(_Model):
             widths |= {len(v) if isinstance(v, list) else None for v in row}
         if self.aggregate == "mean" and widths - {None}:
             raise ValueError("item_scores with aggregate 'mean' hold one number per clip")
-        if self.aggregate == "bleu" and (len(widths) > 1 or any(
-                w is None or w < 4 or w % 2 for w in widths)):
-            raise ValueError("item_scores with aggregate 'bleu' hold one list of 2 + 2 x order "
-                             "BLEU statistics per clip, of one length")
+        if self.aggregate == "bleu":
+            if len(widths) > 1 or any(w is None or w < 4 or w % 2 for w in widths):
+                raise ValueError("item_scores with aggregate 'bleu' hold one list of 2 + 2 x "
+                                 "order BLEU statistics per clip, of one length")
+            _check_bleu_counts(self.values)
         return self
 
     def array(self):
@@ -105,6 +115,25 @@ class ItemScores(_Model):
                 out.append(f"seed {seed}: the item scores {what} {got} but the "
                            f"{self.metric} score is {score}")
         return out
+
+
+def _check_bleu_counts(values: list) -> None:
+    """BLEU statistics are counts that hang together: whole and not negative, each order's
+    hypothesis n-grams what the hypothesis length gives (sacrebleu: max(0, length - n + 1)),
+    and no more matches than n-grams. An edited file fails here, not as a NaN interval."""
+    for s, row in enumerate(values):
+        for j, stats in enumerate(row):
+            order = (len(stats) - 2) // 2
+            length = stats[0]
+            fine = all(math.isfinite(v) and v >= 0 and float(v).is_integer() for v in stats)
+            totals = stats[2 + order:]
+            fine = fine and all(totals[n] == max(0.0, length - n) and stats[2 + n] <= totals[n]
+                                for n in range(order))
+            if not fine:
+                raise ValueError(f"item_scores.values[{s}][{j}] = {stats} are not BLEU counts "
+                                 f"(whole, not negative, [hypothesis length, reference length, "
+                                 f"matches per order, hypothesis n-grams per order = length - n "
+                                 f"+ 1], matches at most n-grams)")
 
 
 class SkippedClip(_Model):
@@ -159,10 +188,10 @@ class TaskResult(_Model):
     main_score: str
     higher_is_better: bool = True
     seeds: list[int]
-    scores: dict[str, list[float]]
+    scores: dict[str, list[Score]]
     summary: dict[str, ScoreSummary]
-    train_scores: dict[str, list[float]] = Field(default_factory=dict)
-    baselines: dict[str, float] = Field(default_factory=dict)
+    train_scores: dict[str, list[Score]] = Field(default_factory=dict)
+    baselines: dict[str, Score] = Field(default_factory=dict)
     n_clips: dict[str, int] = Field(default_factory=dict)
     skipped: list[SkippedClip] = Field(default_factory=list)
     missing: list[SkippedClip] = Field(default_factory=list)

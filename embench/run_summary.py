@@ -40,8 +40,10 @@ def gap_lines(result) -> list[str]:
         rows = sorted(rows, key=lambda r: r.sort_key())
         gaps = [(r, difference(r, rows[0])) for r in rows[1:]]
         gaps = [f"{_name(r)} {d.text()}" for r, d in gaps if d is not None]
+        tied = [_name(r) for r in rows if r.sort_key() == rows[0].sort_key()]
+        best = f"best {tied[0]}" if len(tied) == 1 else f"tied best {', '.join(tied)}"
         if gaps:
-            lines.append(f"{task} · {protocol}: best {_name(rows[0])}; gap to it "
+            lines.append(f"{task} · {protocol}: {best}; gap to {tied[0]} "
                          f"({rows[0].main_score}, paired 95% CI): " + "; ".join(gaps))
     return lines
 

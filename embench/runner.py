@@ -24,6 +24,7 @@ from embench.encoder import Encoder
 from embench.errors import EmbenchError, UnknownNameError, debug_enabled
 from embench.plugins import Registry
 from embench.results import (
+    ItemScores,
     PairFailure,
     Preprocessing,
     RunResult,
@@ -306,7 +307,7 @@ def _run_pair(spec, encoder, task, clips: ClipSet, protocol: str, device, pair_r
             f"task {task.name!r} failed in protocol {protocol!r}: {exc}. If this protocol reads "
             f"cached embeddings, list it in the task's TaskInfo.requires_features: the core "
             f"extracts them (ctx.features) only for the protocols named there.") from exc
-    _check_evaluation(task, evaluation, list(spec.seeds))
+    _check_evaluation(task, evaluation, list(spec.seeds), clips)
     info = encoder.info
     skipped = dict(features.skipped) if features is not None else {}
     skipped.update(evaluation.skipped)
@@ -351,7 +352,8 @@ def _write_plots(result: TaskResult, output_dir: Path, features, clips: ClipSet,
             f"the scores are unaffected")
 
 
-def _check_evaluation(task: Task, evaluation: Evaluation, seeds: list[int]) -> None:
+def _check_evaluation(task: Task, evaluation: Evaluation, seeds: list[int],
+                      clips: ClipSet) -> None:
     main, n_seeds = task.info.main_score, len(seeds)
     if main not in evaluation.scores:
         raise EmbenchError(f"task {task.name!r} returned no {main!r} score (a plugin bug)")
@@ -360,7 +362,15 @@ def _check_evaluation(task: Task, evaluation: Evaluation, seeds: list[int]) -> N
             raise EmbenchError(f"task {task.name!r} returned {len(values)} {metric!r} values "
                                f"for {n_seeds} seeds (a plugin bug)")
     items = evaluation.item_scores
+    if items is not None and not isinstance(items, ItemScores):
+        raise EmbenchError(f"task {task.name!r} returned item_scores of type "
+                           f"{type(items).__name__}; it must be an embench.ItemScores (a plugin "
+                           f"bug)")
     problems = items.problems(seeds, evaluation.scores) if items is not None else []
+    if items is not None:
+        test = {c.id for c in clips.split("test")}
+        problems += [f"clip {cid!r} is not a test clip" for cid in items.clip_ids
+                     if cid not in test][:1]
     if problems:
         raise EmbenchError(f"task {task.name!r} returned item scores that do not give its "
                            f"scores: {'; '.join(problems[:3])} (a plugin bug)")

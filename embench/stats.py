@@ -58,15 +58,18 @@ def paired_bootstrap_difference(
     or ``[seeds, items, k]`` per-item statistics that ``score(sums, n_items)`` turns into a
     score, row by row of ``sums`` ``[rows, k]`` (corpus BLEU from summed n-gram counts).
 
-    Each resample draws the items once, shared by both systems (the pairing: an item that is
-    hard for one is usually hard for the other, so the difference varies far less than either
-    score), and each system's seeds on their own, so the interval covers both which items made
-    the test split and the training noise over seeds. Simulated coverage of the true expected
-    gap (``tests/test_comparison.py``, slow): about 95% or more while seed-to-seed swings are
-    small next to the test split's sampling noise (the usual case: drawing both levels then
-    errs wide), but under 90% with 2-3 seeds that swing accuracy by about 10 points, where
-    only more seeds help. A fixed ``seed`` makes the interval reproducible, which a generated
-    page that is checked for being up to date needs.
+    The interval adds the two sources of noise once each. Clips: each resample draws the items
+    once, shared by both systems (the pairing: an item hard for one is usually hard for the
+    other, so the difference varies far less than either score), and scores every seed on
+    them. Seeds: each system's spread of whole-run scores over its seeds, less the part of it
+    that is clip-level noise already counted (estimated from the same resamples), drawn as a
+    bootstrap of its seeds widened by sqrt(S / (S - 1)). Drawing seeds and clips naively
+    counts the clip-by-seed noise twice: 1.7x too wide where seeds change which clips are
+    right but not how many. One seed gives no seed spread to add (callers say so).
+
+    Simulated coverage of the true expected gap is in ``tests/test_comparison.py`` (slow).
+    The legacy ``RandomState`` keeps its stream across numpy versions, so a generated page that
+    is checked for being up to date stays so.
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.ndim == 2 and b.ndim == 2:
@@ -82,26 +85,37 @@ def paired_bootstrap_difference(
     def per_seed(x: np.ndarray, counts: np.ndarray) -> np.ndarray:  # [rows, seeds]
         return np.stack([score(counts @ x[s], n) for s in range(len(x))], axis=1)
 
-    whole = np.ones((1, n))
-    point = float(per_seed(a, whole).mean() - per_seed(b, whole).mean())
-    rng = np.random.default_rng(seed)
-    deltas = np.empty(n_resamples)
+    rng = np.random.RandomState(seed)
+    on_a, on_b = np.empty((n_resamples, len(a))), np.empty((n_resamples, len(b)))
     for start in range(0, n_resamples, 256):  # bounded memory: 256 x items at a time
         r = min(256, n_resamples - start)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=r).astype(float)
-        seeds_a = rng.multinomial(len(a), np.full(len(a), 1.0 / len(a)), size=r) / len(a)
-        seeds_b = rng.multinomial(len(b), np.full(len(b), 1.0 / len(b)), size=r) / len(b)
-        deltas[start:start + r] = (_seed_mean(seeds_a, per_seed(a, counts))
-                                   - _seed_mean(seeds_b, per_seed(b, counts)))
+        draws = rng.randint(0, n, size=(r, n))
+        counts = np.stack([np.bincount(row, minlength=n) for row in draws]).astype(float)
+        on_a[start:start + r], on_b[start:start + r] = per_seed(a, counts), per_seed(b, counts)
+    whole = np.ones((1, n))
+    full_a, full_b = per_seed(a, whole)[0], per_seed(b, whole)[0]
+    deltas = (on_a.mean(axis=1) - on_b.mean(axis=1)
+              + _seed_noise(full_a, on_a, rng) - _seed_noise(full_b, on_b, rng))
     alpha = (1 - confidence) / 2
-    return (point, float(np.quantile(deltas, alpha)), float(np.quantile(deltas, 1 - alpha)))
+    return (float(full_a.mean() - full_b.mean()), float(np.quantile(deltas, alpha)),
+            float(np.quantile(deltas, 1 - alpha)))
 
 
-def _seed_mean(weights: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """The resampled mean over seeds (``weights`` [rows, seeds] from drawing seeds with
-    replacement), its spread widened by sqrt(S / (S - 1)): drawing from S values alone gives
-    (S - 1) / S of their variance, a third too little with 3 seeds."""
-    n_seeds = scores.shape[1]
-    mean = scores.mean(axis=1)
-    drawn = (weights * scores).sum(axis=1)
-    return mean + np.sqrt(n_seeds / (n_seeds - 1)) * (drawn - mean) if n_seeds > 1 else drawn
+def _seed_noise(full: np.ndarray, on_items: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+    """Draws of the seed-level error of a mean over ``len(full)`` seeds, centred on 0.
+
+    ``full`` holds each seed's score on all items, ``on_items`` [resamples, seeds] its scores on
+    resampled items. The seed scores spread by the seed effect plus clip-by-seed noise / n; the
+    second is estimated as (mean single-seed variance - variance of the seed mean) x S / (S - 1)
+    over the item resamples and taken out, since the clip draws already carry it. What is left,
+    s^2, gives the error of the mean as s / sqrt(S) times Student's t with S - 1 degrees of
+    freedom: with 3 seeds s itself is uncertain, and a plain bootstrap of 3 values (10 distinct
+    means) would make the interval far too narrow whenever seeds matter."""
+    n_seeds, n_draws = len(full), len(on_items)
+    spread = float(np.var(full, ddof=1)) if n_seeds > 1 else 0.0
+    if spread <= 0:
+        return np.zeros(n_draws)
+    clip_noise = max(0.0, (float(on_items.var(axis=0).mean()) - float(on_items.mean(axis=1).var()))
+                     * n_seeds / (n_seeds - 1))
+    seed_var = max(0.0, spread - clip_noise)
+    return np.sqrt(seed_var / n_seeds) * rng.standard_t(n_seeds - 1, size=n_draws)

@@ -63,6 +63,21 @@ def test_seed_noise_widens_the_interval():
     assert hi2 - lo2 > 3 * (hi1 - lo1)
 
 
+def test_clip_noise_that_seeds_reshuffle_is_counted_once():
+    """Seeds that change which clips are right but not how many add no seed-level error: the
+    interval must be as wide as a bootstrap of the seed-averaged clips alone, not 1.7x that
+    (drawing seeds as well counts the clip-by-seed noise a second time)."""
+    rng = np.random.default_rng(4)
+    n = 290
+    a = np.stack([rng.permutation(np.r_[np.full(200, 100.0), np.zeros(n - 200)])
+                  for _ in range(3)])
+    b = np.stack([rng.permutation(np.r_[np.full(180, 100.0), np.zeros(n - 180)])
+                  for _ in range(3)])
+    _, low, high = paired_bootstrap_difference(a, b)
+    _, low1, high1 = paired_bootstrap_difference(a.mean(0)[None], b.mean(0)[None])
+    assert high - low == pytest.approx(high1 - low1, rel=0.05)
+
+
 def test_the_interval_is_reproducible_and_checks_shapes():
     rng = np.random.default_rng(2)
     a, b = rng.random((3, 40)), rng.random((2, 40))
@@ -76,15 +91,34 @@ def test_the_interval_is_reproducible_and_checks_shapes():
 
 def test_difference_pairs_clips_by_id_whatever_their_order_and_skips():
     n = 60
-    top = _with_items("mert-v1-95m", [_correct(n, set(range(40)))])
+    top = _with_items("mert-v1-95m", [_correct(n, set(range(40)))] * 2)
     ids = [f"clip{j:03d}" for j in range(n)]
     # the other row lists its clips backwards and lost clip 0 (skipped)
     rows = _correct(n, set(range(30)))[1:][::-1]
-    other = _with_items("melspec", [rows], ids=ids[1:][::-1])
+    other = _with_items("melspec", [rows] * 2, ids=ids[1:][::-1])
     d = difference(other, top)
-    assert d.n_clips == n - 1
+    assert (d.n_clips, d.of_clips) == (n - 1, n)
     assert d.delta == pytest.approx((29 - 39) / 59 * 100)
-    assert d.clear and d.text().startswith("-16.95 (")
+    assert d.clear and d.text().startswith("-16.95 (") and d.text().endswith(", 59 of 60 clips")
+
+
+def test_a_gap_needs_shared_clips_and_a_verdict_needs_two_seeds():
+    ids = [f"clip{j:03d}" for j in range(48)]
+    top = _with_items("a", [_correct(48, set(range(40)))] * 3, ids=ids)
+    sliver = _with_items("b", [_correct(20, set())] * 3, ids=ids[:20])  # 20 of 48 clips
+    assert difference(sliver, top) is None
+    one_seed = _with_items("c", [_correct(48, set(range(10)))], ids=ids)
+    d = difference(one_seed, top)
+    assert d.high < 0 and not d.clear  # far apart, yet one seed says nothing of seed spread
+    assert d.text().endswith(" 1 seed") and "n.s." not in d.text()
+
+
+def test_what_is_shown_decides_the_verdict():
+    from embench.comparison import Difference
+
+    assert Difference(0.004, 0.001, 0.009, 100).text() == "+0.00 (+0.00, +0.01) n.s."
+    assert Difference(-0.001, -0.004, 0.002, 100).text() == "+0.00 (+0.00, +0.00) n.s."
+    assert Difference(-1.0, -2.0, -0.006, 100).clear
 
 
 def test_no_difference_without_item_scores_for_the_main_score():
@@ -142,6 +176,30 @@ def test_markdown_leaderboard_shows_the_gap_to_the_top_row():
     assert lines["clap-music"].split(" | ")[3] == ""  # nothing to pair it on
 
 
+def test_a_literature_row_on_top_is_not_the_reference():
+    paper = probe_result("jukebox", (99.0,), reported=True, source="a paper")
+    text = render_markdown([make_run([paper, *_three_rows()])])
+    lines = {line.split(" | ")[1]: line.split(" | ") for line in text.splitlines()
+             if line.startswith("| ") and " | " in line}
+    assert lines["jukebox †"][0] == "| †" and lines["mert-v1-95m"][0] == "| 1"
+    assert lines["mert-v1-95m"][3] == "" and lines["melspec"][3].startswith("-25.00 (")
+
+
+def test_a_top_row_without_item_scores_says_why_there_is_no_column(tmp_path):
+    from embench.comparison import NO_REFERENCE
+
+    old_top = probe_result("clap-music", (90.0, 91.0, 92.0))  # a file from before schema 1.1
+    text = render_markdown([make_run([old_top, *_three_rows()])])
+    assert "Δ vs #1 (95% CI)" not in text and NO_REFERENCE in text
+    (table,) = build_site([ResultFile("r.json", make_run([old_top, *_three_rows()]))]).measured
+    assert table.no_reference and not table.has_deltas
+    board = new_board(tmp_path)
+    write_run(board / "results" / "r.json", make_run([old_top, *_three_rows()]))
+    build(board)
+    assert "No Δ vs #1 column" in (board / "README.md").read_text()
+    assert "No Δ vs #1 column" in (board / "index.html").read_text()
+
+
 def test_no_column_when_no_row_can_be_compared():
     text = render_markdown([make_run([probe_result("a"), probe_result("b", (1.0, 2.0, 3.0))])])
     assert "Δ vs #1" not in text and EXPLANATION not in text
@@ -174,41 +232,53 @@ def test_a_summary_test_helper_keeps_its_meaning():
 
 
 class _ItemTones(ToneTask):
-    """The fake task, also returning its item scores: right, or off by one clip."""
+    """The fake task, also returning its item scores: right, off by one clip, as a plain dict,
+    or over the train clips."""
 
-    def __init__(self, honest: bool):
+    def __init__(self, how: str):
         super().__init__()
-        self.honest = honest
+        self.how = how
 
     def evaluate(self, ctx):
         ev = super().evaluate(ctx)
-        test = [c.id for c in ctx.clips if c.split == "test" and c.id in ctx.features.clip_ids]
-        hits = round(ev.scores["accuracy"][0] / 100 * len(test)) - (0 if self.honest else 1)
+        split = "train" if self.how == "train-ids" else "test"
+        test = [c.id for c in ctx.clips if c.split == split and c.id in ctx.features.clip_ids]
+        hits = round(ev.scores["accuracy"][0] / 100 * len(test)) - (self.how == "off-by-one")
         row = [100.0 if j < hits else 0.0 for j in range(len(test))]
+        if self.how == "train-ids":  # the right average, on the wrong clips
+            row = [ev.scores["accuracy"][0]] * len(test)
         ev.item_scores = ItemScores(metric="accuracy", clip_ids=test,
                                     values=[row] * len(ctx.seeds))
+        if self.how == "dict":
+            ev.item_scores = ev.item_scores.model_dump()
         return ev
 
 
-@pytest.mark.parametrize("honest", [True, False])
-def test_a_task_is_held_to_its_item_scores(tmp_path, capsys, honest):
+@pytest.mark.parametrize("how, reason", [
+    ("honest", None),
+    ("off-by-one", "returned item scores that do not give its scores: seed 0: the item scores "
+                   "average"),
+    ("dict", "returned item_scores of type dict; it must be an embench.ItemScores"),
+    ("train-ids", "returned item scores that do not give its scores: clip 'low0' is not a "
+                  "test clip"),
+])
+def test_a_task_is_held_to_its_item_scores(tmp_path, capsys, how, reason):
     import json
 
     from embench import plugins
     from tests.helpers_cli import run_main
 
-    plugins.register_plugin(FakePlugin(task=_ItemTones(honest)), name="items")
+    plugins.register_plugin(FakePlugin(task=_ItemTones(how)), name="items")
     out = tmp_path / "out"
     code = run_main(["run", "-e", "fake-spectral", "-t", "fake-tones", "--seeds", "0,1",
                      "--device", "cpu", "-o", str(out)])
     (path,) = out.glob("run-*.json")
     run = json.loads(path.read_text())
-    if honest:
+    if reason is None:
         assert code == 0 and len(run["results"][0]["item_scores"]["values"]) == 2
     else:
         assert code == 1 and not run["results"]
-        assert "returned item scores that do not give its scores: seed 0: the item scores " \
-               "average" in run["failures"][0]["reason"]
+        assert reason in run["failures"][0]["reason"]
 
 
 def test_the_run_summary_names_each_tasks_best_and_the_gaps_to_it():
@@ -216,9 +286,15 @@ def test_the_run_summary_names_each_tasks_best_and_the_gaps_to_it():
 
     lone = _with_items("melspec", [_correct(10, {1})], task="other-task")
     (line,) = gap_lines(make_run([*_three_rows()[::-1], lone]))
-    assert line.startswith("toy-genres · probe: best mert-v1-95m; gap to it (accuracy, paired")
+    assert line.startswith("toy-genres · probe: best mert-v1-95m; gap to mert-v1-95m (accuracy, ")
     assert "wav2vec2-base -1.67 (" in line and "; melspec -25.00 (" in line
     assert gap_lines(make_run([probe_result("a"), probe_result("b")])) == []  # no item scores
+    best, twin, far = _three_rows()
+    twin = twin.model_copy(update={"scores": best.scores, "summary": best.summary,
+                                   "item_scores": best.item_scores})
+    (line,) = gap_lines(make_run([far, twin, best]))
+    assert "tied best wav2vec2-base, mert-v1-95m; gap to wav2vec2-base" in line \
+        or "tied best mert-v1-95m, wav2vec2-base; gap to mert-v1-95m" in line
 
 
 # ----------------------------------------------------------------------------- corpus BLEU
@@ -263,15 +339,21 @@ def test_bleu_item_scores_are_checked_like_any_other():
     row = _caption_row("x", [["a slow song with soft male vocal", "fast loud drums and bass"]],
                        ["a slow song with soft vocal", "fast drums and a loud bass"])
     assert row.main.mean > 0
-    row.item_scores.values[0][0][2] += 1  # one more matching unigram than the captions have
+    row.item_scores.values[0][0][2] -= 1  # one matching unigram fewer than the captions have
     (problem,) = edited_problems(make_run([row]))
     assert "the item scores give a corpus BLEU of" in problem
+    good = row.item_scores.values[0][0]
+    for edit in ({2: good[2] + 50}, {3: -1.0}, {6: good[6] + 1}, {4: 0.5}):
+        stats = [edit.get(k, v) for k, v in enumerate(good)]
+        with pytest.raises(ValidationError, match="are not BLEU counts"):
+            ItemScores(metric="bleu4", clip_ids=["a"], values=[[stats]], aggregate="bleu")
 
 
-def test_result_files_keep_lists_of_numbers_on_one_line_and_parse_the_same():
+def test_result_files_keep_lists_of_numbers_on_one_line_and_parse_the_same(tmp_path):
     import json
     import math
 
+    from embench.result_files import load_result_file
     from embench.results import run_json
 
     res = _with_items("a", [_correct(300, set(range(0, 300, 2)))] * 3,
@@ -283,10 +365,14 @@ def test_result_files_keep_lists_of_numbers_on_one_line_and_parse_the_same():
     rows = [line for line in text.splitlines() if line.strip().startswith("[100.0, 0.0, ")]
     assert len(rows) == 3  # 900 item scores: a line per seed, not per value
     assert '"macro_f1": [null, ' in text and '\\n' in text
+    path = tmp_path / "run.json"
+    path.write_text(text, encoding="utf-8")  # and the run reads its own file back, NaN and all
+    back = load_result_file(path).results[0]
+    assert math.isnan(back.scores["macro_f1"][0])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed_sd, at_least", [(0.0, 0.95), (0.3, 0.95)])
+@pytest.mark.parametrize("seed_sd, at_least", [(0.0, 0.95), (0.3, 0.95), (0.6, 0.95)])
 def test_the_interval_covers_the_true_gap(seed_sd, at_least):
     """Simulated probes: clip difficulty d ~ N(0, 1.5) on the logit scale, system skills 0.6 and
     0.3, a per-seed shift ~ N(0, seed_sd) (0.3 swings accuracy by about 6 points). The truth is

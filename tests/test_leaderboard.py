@@ -178,8 +178,8 @@ def test_reported_marker_and_footnote():
     paper = task_result("clap", (0.8,), reported=True, source="Smith et al. 2023, Table 2")
     md = render_markdown([run([task_result("melspec"), paper])])
     rows = tables(md)[HEADING][1:]
-    assert rows[0][1] == "clap †"
-    assert rows[1][1] == "melspec"
+    assert rows[0][:2] == ["†", "clap †"]  # shown, never ranked: #1 is a measured row
+    assert rows[1][:2] == ["1", "melspec"]
     assert rows[0][2] == "0.80"  # one value: no fake ± 0
     footnote = [line for line in md.splitlines() if line.startswith("† ")]
     assert footnote and "clap" in footnote[0] and "Smith et al. 2023, Table 2" in footnote[0]

@@ -181,3 +181,16 @@ def test_submit_into_a_deliberately_started_or_existing_leaderboard(tmp_path):
                                        encoding="utf-8")
     assert submit_result(src, rebuilt).added
     assert _results(rebuilt) == _results(started)
+
+
+def test_a_file_from_a_newer_minor_schema_says_to_upgrade(tmp_path):
+    """A release that reads schema 1.1 meets a 1.2 file with a field it does not know."""
+    path = write_run(tmp_path / "run.json", make_run([probe_result("melspec")]))
+    data = json.loads(path.read_text())
+    major, minor = SCHEMA_VERSION.split(".")
+    data["schema_version"] = f"{major}.{int(minor) + 1}"
+    data["results"][0]["something_new"] = [1, 2]
+    path.write_text(json.dumps(data))
+    with pytest.raises(EmbenchError, match=r"something_new: Extra inputs are not permitted\. Its "
+                                           r"schema 1\.\d+ is newer .* upgrade embench"):
+        load_results([path])
