@@ -42,8 +42,8 @@ MIN_SHARED_FRACTION = 0.5
 @dataclass(frozen=True)
 class Difference:
     """``delta`` = row minus reference on ``n_clips`` shared test clips (of ``of_clips``, the
-    larger of the two rows' test sets) with its 95% interval; ``seeds`` is the smaller of the
-    two rows' seed counts: with one seed, the interval holds no seed-to-seed spread."""
+    larger of the two rows' test sets) with its 95% interval; ``seeds`` and ``ref_seeds`` are
+    the two rows' seed counts: with one seed, the interval holds no seed-to-seed spread."""
 
     delta: float
     low: float
@@ -51,17 +51,21 @@ class Difference:
     n_clips: int
     of_clips: int = 0
     seeds: int = 2
+    ref_seeds: int = 2
 
     @property
     def clear(self) -> bool:
         """True when the interval, as shown (two decimals), leaves out 0 and both rows ran at
         least two seeds: the data tell the two rows apart."""
-        return self.seeds >= 2 and (round(self.low, 2) > 0 or round(self.high, 2) < 0)
+        return (min(self.seeds, self.ref_seeds) >= 2
+                and (round(self.low, 2) > 0 or round(self.high, 2) < 0))
 
     def text(self) -> str:
         cell = f"{_signed(self.delta)} ({_signed(self.low)}, {_signed(self.high)})"
         if self.seeds < 2:
             cell += " 1 seed"
+        elif self.ref_seeds < 2:
+            cell += " #1 ran 1 seed"
         elif not self.clear:
             cell += " n.s."
         if self.n_clips < self.of_clips:
@@ -77,19 +81,30 @@ def _signed(value: float) -> str:
 #: The footnote every table with a Δ column carries, so the column explains itself.
 EXPLANATION = (
     "Δ vs #1: this row's main score minus the top row's, on the test clips both scored, with a "
-    "95% paired bootstrap interval: clips drawn once for both rows (corpus BLEU recomputed "
-    "from each draw's n-gram counts), plus each row's seed-to-seed spread. n.s.: the interval "
-    "holds 0, so these data cannot tell the two rows apart (more seeds narrow it). 1 seed: a "
-    "row ran one seed, so the interval leaves out the seed-to-seed spread and gives no "
-    "verdict. \"N of M clips\": the rows share only N test clips. Each row is compared with #1 "
-    "on its own: among many equal rows, about one in twenty looks clear by chance. Empty "
-    "where either row has no per-clip scores (files older than schema 1.1, or a main score "
-    "that is neither a mean over clips nor corpus BLEU) or they share under half their clips.")
+    "95% interval that adds two noises once each: which clips made the test split (a "
+    "bootstrap drawing the clips once for both rows; corpus BLEU recomputed from each draw's "
+    "n-gram counts) and each row's seed-to-seed spread (Student's t over its seeds: with 2-3 "
+    "seeds that disagree the interval is wide, and more seeds narrow it). n.s.: the interval "
+    "holds 0, so these data cannot tell the two rows apart. 1 seed (or #1 ran 1 seed): that "
+    "row's seed spread is unknown, so no verdict. \"N of M clips\": the rows share only N "
+    "test clips. Each row is compared with #1 on its own: among many equal rows, about one in "
+    "twenty looks clear by chance. Empty where either row has no per-clip scores (files "
+    "older than schema 1.1, or a main score that is neither a mean over clips nor corpus "
+    f"BLEU), or the rows share fewer than {MIN_SHARED_CLIPS} clips or half the larger test "
+    "set, or score BLEU of another order.")
 
-#: Said instead of the column when the top row cannot be compared with any row.
-NO_REFERENCE = ("No Δ vs #1 column: the top row's result file has no per-clip scores for its "
+
+def no_column_note(top: TaskResult, others: list[TaskResult]) -> str | None:
+    """Why a table whose rows carry per-clip scores still has no Δ column (no row could be
+    compared with the top one); None when no row has them (there is nothing to explain)."""
+    if not any(comparable(r) for r in others):
+        return None
+    if not comparable(top):
+        return ("No Δ vs #1 column: the top row's result file has no per-clip scores for its "
                 "main score (written before schema 1.1, or a main score that is neither a mean "
                 "over clips nor corpus BLEU).")
+    return (f"No Δ vs #1 column: no row shares at least {MIN_SHARED_CLIPS} test clips and half "
+            f"the larger test set with the top row, with per-clip scores of the same kind.")
 
 
 def comparable(result: TaskResult) -> bool:
@@ -101,6 +116,8 @@ def comparable(result: TaskResult) -> bool:
 def difference(row: TaskResult, reference: TaskResult) -> Difference | None:
     """``row`` minus ``reference`` on their shared test clips; None when either lacks item
     scores (for its main score), they aggregate differently, or they share too few clips."""
+    import numpy as np
+
     from embench.stats import paired_bootstrap_difference
 
     if not (comparable(row) and comparable(reference)):
@@ -117,6 +134,13 @@ def difference(row: TaskResult, reference: TaskResult) -> Difference | None:
     ours, theirs = row.item_scores.array()[:, row_cols], reference.item_scores.array()[:, ref_cols]
     if ours.shape[2] != theirs.shape[2]:
         return None  # BLEU of another n-gram order
-    delta, low, high = paired_bootstrap_difference(
-        ours, theirs, n_resamples=N_RESAMPLES, score=AGGREGATES[row.item_scores.aggregate])
-    return Difference(delta, low, high, len(shared), larger, min(len(ours), len(theirs)))
+    aggregate = row.item_scores.aggregate
+    delta, low, high = paired_bootstrap_difference(ours, theirs, n_resamples=N_RESAMPLES,
+                                                   score=AGGREGATES[aggregate])
+    if aggregate == "bleu":  # BLEU lies in [0, 100]
+        lowest, highest = -100.0, 100.0
+    else:  # a mean of values lies between their extremes
+        lowest = float(np.nanmin(ours) - np.nanmax(theirs))
+        highest = float(np.nanmax(ours) - np.nanmin(theirs))
+    low, high = min(max(low, lowest), delta), max(min(high, highest), delta)
+    return Difference(delta, low, high, len(shared), larger, len(ours), len(theirs))

@@ -116,13 +116,12 @@ def _deltas(rows: list[_Row]) -> dict[int, Difference]:
     return {i: d for i, d in out.items() if d is not None}
 
 
-def _top_lacks_items(rows: list[_Row]) -> bool:
-    """True when only the top measured row's missing per-clip scores keep the Δ column away."""
-    from embench.comparison import comparable
+def _no_column_note(rows: list[_Row]) -> str | None:
+    """Why no row got a Δ though some carry per-clip scores (None: nothing to explain)."""
+    from embench.comparison import no_column_note
 
     measured = [res for res, _ in rows if not res.reported and not math.isinf(_sort_key(res))]
-    return (len(measured) > 1 and not comparable(measured[0])
-            and any(comparable(res) for res in measured[1:]))
+    return no_column_note(measured[0], measured[1:]) if len(measured) > 1 else None
 
 
 def _sort_key(res: TaskResult) -> float:
@@ -229,10 +228,8 @@ def _render_table(key: tuple, rows: list[_Row], heading: str) -> list[str]:
         from embench.comparison import EXPLANATION
 
         footnotes.append(EXPLANATION)
-    elif _top_lacks_items(rows):
-        from embench.comparison import NO_REFERENCE
-
-        footnotes.append(NO_REFERENCE)
+    else:
+        footnotes += [note for note in [_no_column_note(rows)] if note]
     if dedup_notes:
         footnotes.append(
             "Several runs scored the same encoder here; only the newest is shown: "

@@ -13,7 +13,7 @@ import base64
 import hashlib
 import html
 
-from embench.comparison import EXPLANATION, NO_REFERENCE
+from embench.comparison import EXPLANATION
 from embench.leaderboard import format_score
 from embench.leaderboard_readme import LITERATURE_INTRO, RULE
 from embench.leaderboard_rows import Cell, cells, header, is_own_target, result_href
@@ -126,8 +126,8 @@ def _notes(table: SiteTable) -> list[str]:
                    f"{differ if table.baselines_differ else ''}</p>")
     if table.has_deltas:
         out.append(f'<p class="note">{_e(EXPLANATION)}</p>')
-    elif table.no_reference:
-        out.append(f'<p class="note">{_e(NO_REFERENCE)}</p>')
+    elif table.no_column:
+        out.append(f'<p class="note">{_e(table.no_column)}</p>')
     for s in table.settings:
         out.append(f'<p class="note">{DAGGER} {_e(s.title)}: reported in the literature, not '
                    f"measured by embench. Source: {_e(s.source.citation)}, {_e(s.source.where)}"

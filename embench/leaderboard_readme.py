@@ -7,7 +7,7 @@ The page holds no timestamp, so building twice from the same files gives the sam
 
 from __future__ import annotations
 
-from embench.comparison import EXPLANATION, NO_REFERENCE
+from embench.comparison import EXPLANATION
 from embench.leaderboard import TITLE, escape_md, format_score
 from embench.leaderboard_rows import Cell, cells, header, is_own_target, result_href
 from embench.leaderboard_site import DAGGER, ChartSpec, ResultFile, Site, SiteTable
@@ -89,8 +89,8 @@ def _table(table: SiteTable, heading: str, charts: dict[str, ChartSpec]) -> list
                 ""]
     if table.has_deltas:
         out += [escape_md(EXPLANATION), ""]
-    elif table.no_reference:
-        out += [escape_md(NO_REFERENCE), ""]
+    elif table.no_column:
+        out += [escape_md(table.no_column), ""]
     out += _setting_note(table)
     for row in table.rows:
         if row.notes:

@@ -125,7 +125,7 @@ class SiteTable:
     baselines: dict[str, float] = field(default_factory=dict)
     baselines_differ: bool = False
     superseded: list[tuple[str, str, list[str]]] = field(default_factory=list)
-    no_reference: bool = False  # the top row alone lacks per-clip scores: no Δ column
+    no_column: str | None = None  # why no row has a Δ though some have per-clip scores
 
     @property
     def measured(self) -> bool:
@@ -245,7 +245,7 @@ def _reported_row(setting: Setting, row: ReportedRow) -> SiteRow:
 def _order(table: SiteTable) -> None:
     """Best first (NaN last); measured rows ranked among themselves, ties sharing a rank, and
     each compared with the top one where both have per-clip scores."""
-    from embench.comparison import comparable, difference
+    from embench.comparison import difference, no_column_note
 
     sign = -1.0 if table.higher_is_better else 1.0
 
@@ -265,9 +265,10 @@ def _order(table: SiteTable) -> None:
         delta = (None if row is top or row.result is None or top.result is None
                  else difference(row.result, top.result))
         table.rows[i] = replace(row, rank=rank, delta=delta)
-    if top is not None and top.result is not None and not comparable(top.result):
-        table.no_reference = any(comparable(r.result) for r in table.rows
-                                 if r.rank is not None and r.result is not None)
+    if top is not None and top.result is not None and not table.has_deltas:
+        others = [r.result for r in table.rows if r.rank is not None and r.result is not None
+                  and r.result is not top.result]
+        table.no_column = no_column_note(top.result, others)
 
 
 def _measured_tables(files: Sequence[ResultFile]) -> list[SiteTable]:

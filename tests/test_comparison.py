@@ -113,6 +113,31 @@ def test_a_gap_needs_shared_clips_and_a_verdict_needs_two_seeds():
     assert d.text().endswith(" 1 seed") and "n.s." not in d.text()
 
 
+def test_an_interval_stays_within_what_the_scores_allow():
+    top = _with_items("a", [_correct(20, set(range(20)))] * 3)  # 100% on every seed
+    shaky = _with_items("b", [_correct(20, set()), _correct(20, set(range(20))),
+                              _correct(20, set(range(10)))])  # 0%, 100%, 50%
+    d = difference(shaky, top)
+    assert d.delta == pytest.approx(-50.0) and -100.0 <= d.low <= d.delta <= d.high <= 0.0
+
+
+def test_the_cell_says_which_row_ran_one_seed():
+    ids = [f"clip{j:03d}" for j in range(48)]
+    lone_top = _with_items("a", [_correct(48, set(range(40)))], ids=ids)
+    five = _with_items("b", [_correct(48, set(range(10 + s))) for s in range(5)], ids=ids)
+    d = difference(five, lone_top)
+    assert d.text().endswith(" #1 ran 1 seed") and not d.clear
+
+
+def test_a_table_whose_rows_share_too_few_clips_says_so():
+    ids = [f"clip{j:03d}" for j in range(48)]
+    top = _with_items("a", [_correct(48, set(range(40)))] * 3, ids=ids)
+    sliver = _with_items("b", [_correct(12, set())] * 3, ids=ids[:12])
+    text = render_markdown([make_run([top, sliver])])
+    assert "Δ vs #1 (95% CI)" not in text
+    assert "No Δ vs #1 column: no row shares at least 10 test clips and half" in text
+
+
 def test_what_is_shown_decides_the_verdict():
     from embench.comparison import Difference
 
@@ -186,13 +211,11 @@ def test_a_literature_row_on_top_is_not_the_reference():
 
 
 def test_a_top_row_without_item_scores_says_why_there_is_no_column(tmp_path):
-    from embench.comparison import NO_REFERENCE
-
     old_top = probe_result("clap-music", (90.0, 91.0, 92.0))  # a file from before schema 1.1
     text = render_markdown([make_run([old_top, *_three_rows()])])
-    assert "Δ vs #1 (95% CI)" not in text and NO_REFERENCE in text
+    assert "Δ vs #1 (95% CI)" not in text and "No Δ vs #1 column: the top row's result" in text
     (table,) = build_site([ResultFile("r.json", make_run([old_top, *_three_rows()]))]).measured
-    assert table.no_reference and not table.has_deltas
+    assert table.no_column.startswith("No Δ vs #1 column: the top row") and not table.has_deltas
     board = new_board(tmp_path)
     write_run(board / "results" / "r.json", make_run([old_top, *_three_rows()]))
     build(board)
@@ -218,7 +241,7 @@ def test_published_pages_show_the_gap_and_say_what_it_means(tmp_path):
     for page in ("README.md", "index.html"):
         text = (board / page).read_text()
         assert "Δ vs #1 (95% CI)" in text and "-25.00 (" in text and "n.s." in text
-        assert "paired bootstrap interval" in text
+        assert "adds two noises once each" in text
 
 
 def test_a_summary_test_helper_keeps_its_meaning():
