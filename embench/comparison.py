@@ -20,7 +20,9 @@ N_RESAMPLES = 2000
 
 
 def _mean(sums, n_items: int):
-    return sums[:, 0] / n_items
+    from embench.stats import mean_of_items
+
+    return mean_of_items(sums, n_items)
 
 
 def _bleu(sums, n_items: int):
@@ -94,7 +96,20 @@ EXPLANATION = (
     "set, or score BLEU of another order.")
 
 
-def no_column_note(top: TaskResult, others: list[TaskResult]) -> str | None:
+def compare_with_top(ranked: list[TaskResult]) -> tuple[list[Difference | None], str | None]:
+    """For measured rows best first: each row's difference from the first (None for the first
+    and where none can be made), and, when no row could be compared though some carry per-clip
+    scores, the note that says why. The one rule every page and the run summary follow."""
+    if not ranked:
+        return [], None
+    top = ranked[0]
+    diffs = [None] + [difference(row, top) for row in ranked[1:]]
+    if any(d is not None for d in diffs):
+        return diffs, None
+    return diffs, _no_column_note(top, ranked[1:])
+
+
+def _no_column_note(top: TaskResult, others: list[TaskResult]) -> str | None:
     """Why a table whose rows carry per-clip scores still has no Δ column (no row could be
     compared with the top one); None when no row has them (there is nothing to explain)."""
     if not any(comparable(r) for r in others):

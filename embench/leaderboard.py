@@ -102,26 +102,16 @@ def _encoder_label(res: TaskResult) -> str:
     return label
 
 
-def _deltas(rows: list[_Row]) -> dict[int, Difference]:
-    """Row index -> the row's difference from the top measured row (sorted rows), for the rows
-    where both have per-clip scores; empty when no row has one (the column is left out)."""
-    from embench.comparison import difference
+def _deltas(rows: list[_Row]) -> tuple[dict[int, Difference], str | None]:
+    """Row index -> the row's difference from the top measured row (sorted rows), where one
+    could be made, and the note saying why there is none when some rows have per-clip scores
+    but none could be compared (:func:`embench.comparison.compare_with_top`)."""
+    from embench.comparison import compare_with_top
 
     measured = [i for i, (res, _) in enumerate(rows)
                 if not res.reported and not math.isinf(_sort_key(res))]
-    if not measured:
-        return {}
-    top = rows[measured[0]][0]
-    out = {i: difference(rows[i][0], top) for i in measured[1:]}
-    return {i: d for i, d in out.items() if d is not None}
-
-
-def _no_column_note(rows: list[_Row]) -> str | None:
-    """Why no row got a Δ though some carry per-clip scores (None: nothing to explain)."""
-    from embench.comparison import no_column_note
-
-    measured = [res for res, _ in rows if not res.reported and not math.isinf(_sort_key(res))]
-    return no_column_note(measured[0], measured[1:]) if len(measured) > 1 else None
+    diffs, note = compare_with_top([rows[i][0] for i in measured])
+    return {i: d for i, d in zip(measured, diffs, strict=True) if d is not None}, note
 
 
 def _sort_key(res: TaskResult) -> float:
@@ -161,7 +151,7 @@ def _render_table(key: tuple, rows: list[_Row], heading: str) -> list[str]:
     rows.sort(key=lambda r: (_sort_key(r[0]), r[0].encoder, r[0].weights))
     others = sorted({m for res, _ in rows for m in res.summary if m != main_score})
     has_train = any(res.train_scores.get(main_score) for res, _ in rows)
-    deltas = _deltas(rows)
+    deltas, no_column = _deltas(rows)
     main = escape_md(main_score)
     out = [
         heading,
@@ -228,8 +218,8 @@ def _render_table(key: tuple, rows: list[_Row], heading: str) -> list[str]:
         from embench.comparison import EXPLANATION
 
         footnotes.append(EXPLANATION)
-    else:
-        footnotes += [note for note in [_no_column_note(rows)] if note]
+    elif no_column:
+        footnotes.append(no_column)
     if dedup_notes:
         footnotes.append(
             "Several runs scored the same encoder here; only the newest is shown: "

@@ -245,7 +245,7 @@ def _reported_row(setting: Setting, row: ReportedRow) -> SiteRow:
 def _order(table: SiteTable) -> None:
     """Best first (NaN last); measured rows ranked among themselves, ties sharing a rank, and
     each compared with the top one where both have per-clip scores."""
-    from embench.comparison import difference, no_column_note
+    from embench.comparison import compare_with_top
 
     sign = -1.0 if table.higher_is_better else 1.0
 
@@ -254,21 +254,18 @@ def _order(table: SiteTable) -> None:
         return value, row.reported, row.label, row.file.name if row.file else ""
 
     table.rows.sort(key=key)
-    rank, prev, seen, top = 0, None, 0, None
-    for i, row in enumerate(table.rows):
-        if row.reported or math.isnan(row.mean):
-            continue
-        seen += 1
-        if row.mean != prev:
-            rank, prev = seen, row.mean
-        top = top if seen > 1 else row
-        delta = (None if row is top or row.result is None or top.result is None
-                 else difference(row.result, top.result))
-        table.rows[i] = replace(row, rank=rank, delta=delta)
-    if top is not None and top.result is not None and not table.has_deltas:
-        others = [r.result for r in table.rows if r.rank is not None and r.result is not None
-                  and r.result is not top.result]
-        table.no_column = no_column_note(top.result, others)
+    measured = [i for i, row in enumerate(table.rows)
+                if not row.reported and not math.isnan(row.mean)]
+    rank, prev = 0, None
+    for seen, i in enumerate(measured, start=1):
+        if table.rows[i].mean != prev:
+            rank, prev = seen, table.rows[i].mean
+        table.rows[i] = replace(table.rows[i], rank=rank)
+    results = [table.rows[i].result for i in measured]
+    if results and all(r is not None for r in results):  # rows built from result files
+        diffs, table.no_column = compare_with_top(results)
+        for i, delta in zip(measured, diffs, strict=True):
+            table.rows[i] = replace(table.rows[i], delta=delta)
 
 
 def _measured_tables(files: Sequence[ResultFile]) -> list[SiteTable]:

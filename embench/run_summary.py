@@ -30,7 +30,7 @@ def print_table(result) -> None:
 def gap_lines(result) -> list[str]:
     """Per task and protocol with two or more scored encoders: each one's gap to the best, with
     the paired interval of the leaderboard's Δ column (empty where a pair has no item scores)."""
-    from embench.comparison import difference
+    from embench.comparison import compare_with_top
 
     groups: dict[tuple, list] = {}
     for r in result.results:
@@ -38,8 +38,8 @@ def gap_lines(result) -> list[str]:
     lines = []
     for (task, protocol, _), rows in groups.items():
         rows = sorted(rows, key=lambda r: r.sort_key())
-        gaps = [(r, difference(r, rows[0])) for r in rows[1:]]
-        gaps = [f"{_name(r)} {d.text()}" for r, d in gaps if d is not None]
+        gaps = [f"{_name(r)} {d.text()}"
+                for r, d in zip(rows, compare_with_top(rows)[0], strict=True) if d is not None]
         tied = [_name(r) for r in rows if r.sort_key() == rows[0].sort_key()]
         best = f"best {tied[0]}" if len(tied) == 1 else f"tied best {', '.join(tied)}"
         if gaps:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 import re
 import sys
 import time
@@ -76,10 +75,10 @@ def protocols_for(spec: RunSpec, tasks: list[Task]) -> dict[str, str]:
 
 
 def write_result(result: RunResult, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(run_json(result), encoding="utf-8")
-    os.replace(tmp, path)
+    """Atomically, like every page embench writes: a reader never sees half a result file."""
+    from embench.leaderboard import write_text_atomic
+
+    write_text_atomic(path, run_json(result))
 
 
 def resumable(previous: RunResult, path: Path) -> RunResult:
@@ -362,15 +361,16 @@ def _check_evaluation(task: Task, evaluation: Evaluation, seeds: list[int],
             raise EmbenchError(f"task {task.name!r} returned {len(values)} {metric!r} values "
                                f"for {n_seeds} seeds (a plugin bug)")
     items = evaluation.item_scores
-    if items is not None and not isinstance(items, ItemScores):
+    if items is None:
+        return
+    if not isinstance(items, ItemScores):
         raise EmbenchError(f"task {task.name!r} returned item_scores of type "
                            f"{type(items).__name__}; it must be an embench.ItemScores (a plugin "
                            f"bug)")
-    problems = items.problems(seeds, evaluation.scores) if items is not None else []
-    if items is not None:
-        test = {c.id for c in clips.split("test")}
-        problems += [f"clip {cid!r} is not a test clip" for cid in items.clip_ids
-                     if cid not in test][:1]
+    test = {c.id for c in clips.split("test")}
+    problems = items.problems(seeds, evaluation.scores)
+    problems += [f"clip {cid!r} is not a test clip" for cid in items.clip_ids
+                 if cid not in test][:1]
     if problems:
         raise EmbenchError(f"task {task.name!r} returned item scores that do not give its "
                            f"scores: {'; '.join(problems[:3])} (a plugin bug)")

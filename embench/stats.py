@@ -43,6 +43,12 @@ def bootstrap_ci(
     return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))
 
 
+def mean_of_items(sums: np.ndarray, n_items: int) -> np.ndarray:
+    """The score of per-item values whose mean is the score: each row's sum over the items
+    (``sums`` [rows, 1]) divided by their number. :func:`paired_bootstrap_difference`'s default."""
+    return sums[:, 0] / n_items
+
+
 def paired_bootstrap_difference(
     a: np.ndarray,
     b: np.ndarray,
@@ -81,9 +87,7 @@ def paired_bootstrap_difference(
         raise ValueError(f"need [seeds, items] or [seeds, items, k] arrays over the same items, "
                          f"got {a.shape} and {b.shape}")
     n = a.shape[1]
-    if score is None:
-        def score(sums: np.ndarray, n_items: int) -> np.ndarray:
-            return sums[:, 0] / n_items
+    score = score or mean_of_items
 
     def per_seed(x: np.ndarray, counts: np.ndarray) -> np.ndarray:  # [rows, seeds]
         return np.stack([score(counts @ x[s], n) for s in range(len(x))], axis=1)
