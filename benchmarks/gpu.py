@@ -131,13 +131,17 @@ def main() -> None:
     device = torch.device("cpu" if args.quick else "cuda")
 
     from embench import precision as precisions
+    from embench.decoding import use_host_register
     from embench.plugins import get_registry
 
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = peak_tflops(card)
     ceilings = card_ceilings(card) or CARDS["h100"]  # the CPU check uses the H100's
+    pinned = "cudaHostRegister" if device.type == "cuda" and use_host_register() else \
+        "cudaHostAlloc"  # as extract sets it, before the in-memory runs pin their clips
     print(f"{card}; torch {torch.__version__}; {CLIP_S:.0f} s clips from {FILE_SR} Hz WAV; "
-          f"{args.workers} decode workers; random-init weights", flush=True)
+          f"{args.workers} decode workers; pinned pool by {pinned}; random-init weights",
+          flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

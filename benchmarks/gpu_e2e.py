@@ -1,8 +1,22 @@
 """Where end-to-end extraction time goes on a GPU: one encoder (MERT-95M unless ``--encoder``)
 from 30 s WAV files at two dataset sizes (the difference gives the steady-state rate, the
-intercept the fixed cost of a run) and with pipeline variants (``--no-variants`` skips them),
-each printing extract's own breakdown of the main thread's time (and, where torch counts it,
-how much the pinned host memory pool grew).
+intercept the fixed cost of a run) and with pipeline variants (``--no-variants`` skips them):
+one cache writer instead of :data:`embench.extract.CACHE_WRITERS`; the writer scanning every
+array for NaN/inf, as it did before the device flagged them
+(:meth:`embench.windowing.PooledBatch.nonfinite_clips`); both, as the writer was before; and
+Python's GIL switch interval at 1 ms instead of 5 (how long a decode or writer thread
+may wait for the GIL while the main thread launches kernels). Each run prints extract's own
+breakdown of the main thread's time (and, where torch counts it, how much the pinned host
+memory pool grew).
+Variants measured once and dropped (H200, 1,536 files, against 9,700 audio-s/s by default):
+groups of 8 batches 7,359; twice the decode threads 7,861; two groups read ahead with no byte
+cap 9,074; the clips pinned by the main thread instead of the decode threads 8,327 (and
+12,046 against 12,920 in a later session).
+
+The pinned pool grows by ``cudaHostRegister`` unless ``PYTORCH_CUDA_ALLOC_CONF`` says
+otherwise (:func:`embench.decoding.use_host_register`); ``gpu_session.sh``'s
+``*-hostalloc`` steps set ``pinned_use_cuda_host_register:False`` for the baseline. Its
+cost shows in the first run of a process only: later runs reuse the pool.
 
 Run: ``python benchmarks/gpu_e2e.py [--files 1536] [--encoder clap-music]`` (``--quick``: CPU,
 tiny, checks the script).
@@ -18,6 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
@@ -46,7 +61,6 @@ def main() -> None:
     small = max(2, n // 3)
     workers = 1 if args.quick else max(1, (os.cpu_count() or 2) - 1)
 
-    import embench.decoding as decoding
     import embench.extract as ex
     from embench.plugins import get_registry
 
@@ -70,17 +84,26 @@ def main() -> None:
               "per run", flush=True)
         if args.no_variants:
             return
-        decoding.PIN_IN_THREADS = False
-        run(enc, files, root / "nopin", device, workers, "no pinning in threads")
-        decoding.PIN_IN_THREADS = True
-        ex.BATCHES_PER_GROUP_CUDA = 8
-        run(enc, files, root / "g8", device, workers, "groups of 8 batches")
-        ex.BATCHES_PER_GROUP_CUDA = 4
-        run(enc, files, root / "w2x", device, 2 * workers, f"{2 * workers} decode threads")
-        budget, decoding.READ_AHEAD_BYTES = decoding.READ_AHEAD_BYTES, 2**62
-        run(enc, files, root / "ahead2", device, workers, "read-ahead of two groups, no byte cap")
-        decoding.READ_AHEAD_BYTES = budget
+        writers, ex.CACHE_WRITERS = ex.CACHE_WRITERS, 1
+        run(enc, files, root / "w1", device, workers, "one cache writer")
+        ex.CACHE_WRITERS = writers
+        write = ex._write_shard
 
+        def host_scan(cache, shard):  # the former writer: every array scanned for NaN/inf
+            bad = [cid for cid, (_, layers) in shard.items()
+                   if not all(np.isfinite(a).all() for a in layers)]
+            write(cache, {cid: v for cid, v in shard.items() if cid not in bad})
+
+        ex._write_shard = host_scan
+        run(enc, files, root / "scan", device, workers, "finiteness scanned in the writer")
+        ex.CACHE_WRITERS = 1
+        run(enc, files, root / "before", device, workers,
+            "one writer scanning finiteness (as before)")
+        ex._write_shard, ex.CACHE_WRITERS = write, writers
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.001)
+        run(enc, files, root / "gil1ms", device, workers, "GIL switch interval 1 ms")
+        sys.setswitchinterval(interval)
 
 if __name__ == "__main__":
     main()

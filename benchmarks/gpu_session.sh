@@ -5,7 +5,8 @@
 # benchmarks/README.md for the pip download line).
 #
 # Usage, from the repository root:  bash benchmarks/gpu_session.sh [STEP ...]
-#   steps: variants gpu clap-e2e mert-e2e clap-e2e-register full   (default: variants gpu)
+#   steps: variants gpu clap-e2e mert-e2e mert-e2e-hostalloc clap-e2e-hostalloc full
+#   (default: variants gpu)
 #   QUICK=1 runs every step with --quick on this machine's CPU and installs nothing.
 set -u
 out=${OUT:-/tmp/embench-gpu-session}
@@ -40,15 +41,18 @@ for name in "${@:-variants gpu}"; do
             # CLAP's end-to-end gap: steady state, fixed cost, pipeline variants (~2 min)
             clap-e2e) step clap-e2e 300 python3 benchmarks/gpu_e2e.py --files 768 --encoder clap-music ;;
             mert-e2e) step mert-e2e 300 python3 benchmarks/gpu_e2e.py --files 1536 ;;
-            # the same CLAP run with pinned memory from malloc + cudaHostRegister instead of
-            # cudaHostAlloc, whose lock waits made torch offer it (pytorch#108488); the option
-            # names are torch's, unchecked on a CPU build: an unknown key fails this step only
-            clap-e2e-register) PYTORCH_CUDA_ALLOC_CONF=pinned_use_cuda_host_register:True,pinned_num_register_threads:8 \
-                step clap-e2e-register 300 python3 benchmarks/gpu_e2e.py --files 768 \
+            # the pinned pool grown by cudaHostAlloc, torch's default, instead of embench's
+            # cudaHostRegister (embench.decoding.use_host_register): the first run of a fresh
+            # process against the same step without the setting
+            mert-e2e-hostalloc) PYTORCH_CUDA_ALLOC_CONF=pinned_use_cuda_host_register:False \
+                step mert-e2e-hostalloc 300 python3 benchmarks/gpu_e2e.py --files 1536 --no-variants ;;
+            clap-e2e-hostalloc) PYTORCH_CUDA_ALLOC_CONF=pinned_use_cuda_host_register:False \
+                step clap-e2e-hostalloc 300 python3 benchmarks/gpu_e2e.py --files 768 \
                 --encoder clap-music --no-variants ;;
             # the whole study on 5% of the data, one seed (~3-4 min)
             full) step full 420 python3 benchmarks/gpu_full_run.py --scale 0.05 --seeds 1 ;;
-            *) echo "unknown step $one (variants gpu clap-e2e mert-e2e clap-e2e-register full)"
+            *) echo "unknown step $one (variants gpu clap-e2e mert-e2e mert-e2e-hostalloc" \
+                    "clap-e2e-hostalloc full)"
                exit 2 ;;
         esac
     done

@@ -117,7 +117,11 @@ def main() -> None:
     if args.quick:
         args.batch, args.memory_clips, args.files, args.workers, reps = 2, 2, 2, 1, 1
     device = torch.device("cpu" if args.quick else "cuda")
+    from embench.decoding import use_host_register
+
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if device.type == "cuda":
+        use_host_register()  # as extract sets it, before the in-memory runs pin their clips
     print(f"{card}; torch {torch.__version__}; {time.strftime('%Y-%m-%d')}; "
           f"{args.workers} decode threads; random-init weights", flush=True)
     rows = []

@@ -31,7 +31,13 @@ import torch
 from embench import precision as precisions
 from embench.batching import AUTO, BatchSizer
 from embench.cache import CacheKey, EmbeddingCache, source_fingerprint, weights_fingerprint
-from embench.decoding import decoded_clips, pinned_growth, pinned_stats, read_ahead_clips
+from embench.decoding import (
+    decoded_clips,
+    pinned_growth,
+    pinned_stats,
+    read_ahead_clips,
+    use_host_register,
+)
 from embench.encoder import Encoder, Weights
 from embench.errors import EmbenchError
 from embench.features import Features
@@ -288,26 +294,34 @@ NON_FINITE = ("the encoder returned non-finite values (NaN or inf; the fp16 cach
               "overflows above 65504); not cached")
 
 
-def _write_finite(cache: EmbeddingCache, shard: dict[str, tuple[float, list[np.ndarray]]]
-                  ) -> list[str]:
-    """Cache the clips of ``shard`` whose pooled embeddings are all finite; return the ids of
-    the others. A NaN would otherwise be cached and reach the probes as a chance-level score
-    with no explanation. Runs in the writer thread (numpy releases the GIL for it)."""
-    bad = [cid for cid, (_, layers) in shard.items()
-           if not all(np.isfinite(a).all() for a in layers)]
-    if len(bad) < len(shard):
-        cache.write_shard({cid: v for cid, v in shard.items() if cid not in bad})
-    return bad
+#: Threads writing cache shards (each a save and an fsync of about 100 MB for a group of
+#: MERT-95M clips); as many shards, plus one, may wait unwritten. With one writer that also
+#: scanned every clip's arrays for NaN/inf (two GIL hand-offs per array, each a wait behind the
+#: thread launching kernels), a 1,536-file MERT-95M run on an H200 waited 0.7 s for cache
+#: writes (11,578 audio-s/s); with the device flagging non-finite clips, or two writers, 0.2 s
+#: (12,064 and 12,721); both, the default: 0.2 s, 12,649 (``benchmarks/gpu_e2e.py``, one
+#: process). An earlier session's machine waited 1.2 s of 4.7 s the former way.
+CACHE_WRITERS = 2
+
+
+def _write_shard(cache: EmbeddingCache, shard: dict[str, tuple[float, list[np.ndarray]]]
+                 ) -> None:
+    """Runs in a writer thread; ``shard`` holds only finite clips (the device found the others:
+    :meth:`~embench.windowing.PooledBatch.nonfinite_clips`), since a NaN would otherwise be
+    cached and reach the probes as an unexplained chance-level score."""
+    if shard:
+        cache.write_shard(shard)
 
 
 class _Stopwatch:
     """Where the main thread's time goes during extraction, reported in one log line: a slow
     run then says whether decoding, the GPU or the cache writes held it up."""
 
-    def __init__(self, gpu: bool = False) -> None:
+    def __init__(self, gpu: bool = False, registered: bool = False) -> None:
         self.start = time.perf_counter()
         self.waits: dict[str, float] = defaultdict(float)
         self.gpu = gpu
+        self.registered = registered
         self.pinned = pinned_stats() if gpu else {}
 
     def timed(self, stage: str, fn: Callable, *args):
@@ -321,7 +335,8 @@ class _Stopwatch:
         """``clips`` went through the encoder, ``non_finite`` of them were not cached."""
         total = time.perf_counter() - self.start
         parts = ", ".join(f"{v:.1f} s {k}" for k, v in self.waits.items())
-        pinned = pinned_growth(self.pinned, pinned_stats()) if self.gpu else None
+        pinned = (pinned_growth(self.pinned, pinned_stats(), self.registered) if self.gpu
+                  else None)
         dropped = f", {non_finite} of them non-finite and not cached" if non_finite else ""
         return (f"{name}: embedded {clips} clips ({audio_s:,.0f} audio-s{dropped}) in "
                 f"{total:.1f} s, "
@@ -348,24 +363,27 @@ def _run_loader(encoder: Encoder, todo: list[Clip], cache: EmbeddingCache,
     in_flight: tuple[list[tuple[str, int]], PooledBatch] | None = None
 
     gpu = s.device.type == "cuda"
-    watch = _Stopwatch(gpu)
+    # before the decode threads pin their first clip: torch frees a block the way it was made
+    watch = _Stopwatch(gpu, registered=gpu and use_host_register())
     queue_label = "queuing GPU work" if gpu else "running the encoder"
     wait_label = "waiting for the GPU" if gpu else "collecting results"
 
     def finish_write(write: Future) -> None:
-        for cid in watch.timed("waiting for cache writes", write.result):
-            skipped[cid] = NON_FINITE
+        watch.timed("waiting for cache writes", write.result)
 
     def store(group, pooled: PooledBatch) -> None:
         results = watch.timed(wait_label, pooled.wait)
+        bad = {group[c][0] for c in pooled.nonfinite_clips()}
+        skipped.update(dict.fromkeys(bad, NON_FINITE))
         shard = {cid: (samples / info.sample_rate, [a.numpy() for a in layers])
-                 for (cid, samples), layers in zip(group, results, strict=True)}
-        while len(writes) >= 2:  # bound the memory held by unwritten shards
+                 for (cid, samples), layers in zip(group, results, strict=True)
+                 if cid not in bad}
+        while len(writes) > CACHE_WRITERS:  # bound the memory held by unwritten shards
             finish_write(writes.pop(0))
-        writes.append(writer.submit(_write_finite, cache, shard))
+        writes.append(writer.submit(_write_shard, cache, shard))
         bar.advance(len(group), sum(samples for _, samples in group) / info.sample_rate)
 
-    with ThreadPoolExecutor(max_workers=1) as writer, \
+    with ThreadPoolExecutor(max_workers=CACHE_WRITERS) as writer, \
             ExtractionProgress(f"extract {info.name}", len(todo), s.show_progress) as bar:
         group: list[tuple[str, torch.Tensor]] = []
         group_windows = 0

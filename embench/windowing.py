@@ -195,22 +195,26 @@ class FramePooler:
         if any(sums is None for sums in self.sums):
             raise ValueError("a layer received no frames")
         on_cuda = self.sums[0].device.type == "cuda"
+
+        def to_host(t: torch.Tensor) -> torch.Tensor:
+            if not on_cuda:
+                return t
+            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            return host.copy_(t, non_blocking=True)
+
         layers = []
+        finite: torch.Tensor | None = None  # per bin, over every layer, after the cast
         for sums, counts in zip(self.sums, self.counts, strict=True):
             sums, counts = sums[:-1], counts[:-1]  # without the spare row
             means = (sums / counts.clamp(min=1).unsqueeze(1)).to(dtype)
-            filled = counts > 0
-            if on_cuda:
-                host_means = torch.empty(means.shape, dtype=dtype, pin_memory=True)
-                host_filled = torch.empty(filled.shape, dtype=torch.bool, pin_memory=True)
-                host_means.copy_(means, non_blocking=True)
-                host_filled.copy_(filled, non_blocking=True)
-                means, filled = host_means, host_filled
-            layers.append((means, filled))
+            rows = torch.isfinite(means).all(dim=1)
+            finite = rows if finite is None else finite & rows
+            layers.append((to_host(means), to_host(counts > 0)))
         event = torch.cuda.Event() if on_cuda else None
+        host_finite = to_host(finite)
         if event is not None:
             event.record()
-        return PooledBatch(layers, event, list(self.n_out), list(self.offsets))
+        return PooledBatch(layers, event, list(self.n_out), list(self.offsets), host_finite)
 
 
 @dataclass
@@ -221,6 +225,16 @@ class PooledBatch:
     event: torch.cuda.Event | None
     n_out: list[int]
     offsets: list[int]
+    #: per bin of the group: every layer's mean is finite there (an empty bin's is 0), found on
+    #: the device, so the cache writer need not scan each clip's arrays on the host
+    finite: torch.Tensor
+
+    def nonfinite_clips(self) -> list[int]:
+        """Indices of the clips with a NaN or inf in some layer (call after :meth:`wait`)."""
+        if bool(self.finite.all()):
+            return []
+        return [c for c, n in enumerate(self.n_out)
+                if not bool(self.finite[self.offsets[c]:self.offsets[c] + n].all())]
 
     def wait(self) -> list[list[torch.Tensor]]:
         """Per clip, per layer: ``[bins, dim]`` on the CPU, empty bins filled from the nearest."""

@@ -18,6 +18,7 @@ from embench.decoding import (
     pinned_growth,
     pinned_stats,
     read_ahead_clips,
+    use_host_register,
 )
 from embench.extract import extract
 from tests.fakes import SpectralEncoder, ToneTask, write_tone_dataset
@@ -99,7 +100,8 @@ def test_pinned_growth_reports_new_blocks_their_size_and_time():
     after = {"num_host_alloc": 516.0, "allocated_bytes.current": 5 * 2.0**30,
              "host_alloc_time.total": 2.6e6}
     assert pinned_growth(before, after) == ("pinned memory grew by 512 blocks (4.0 GiB, 2.5 s "
-                                            "allocating)")
+                                            "in cudaHostAlloc)")
+    assert pinned_growth(before, after, registered=True).endswith("2.5 s in cudaHostRegister)")
     assert pinned_growth(after, after) is None
     assert pinned_growth({}, {}) is None  # a torch without the counters
 
@@ -107,3 +109,58 @@ def test_pinned_growth_reports_new_blocks_their_size_and_time():
 def test_pinned_stats_are_empty_without_cuda():
     if not torch.cuda.is_available():
         assert pinned_stats() == {}
+
+
+class _Settings:
+    """A stand-in for torch's allocator-settings call on a CUDA machine."""
+
+    def __init__(self, monkeypatch, blocks: float = 0.0, fails: bool = False) -> None:
+        self.calls: list[str] = []
+        self.fails = fails
+        monkeypatch.setattr(decoding, "_host_register_set", False)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch._C, "_accelerator_setAllocatorSettings", self, raising=False)
+        monkeypatch.setattr(decoding, "pinned_stats", lambda: {"num_host_alloc": blocks})
+        for var in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"):
+            monkeypatch.delenv(var, raising=False)
+
+    def __call__(self, conf: str) -> None:
+        if self.fails:
+            raise RuntimeError("Unrecognized key 'pinned_use_cuda_host_register'")
+        self.calls.append(conf)
+
+
+def test_the_pinned_pool_grows_by_cuda_host_register_once_per_process(monkeypatch):
+    settings = _Settings(monkeypatch)
+    assert use_host_register() and use_host_register()
+    assert settings.calls == [decoding.HOST_REGISTER_SETTINGS]
+
+
+def test_host_register_keeps_the_users_other_allocator_options(monkeypatch):
+    settings = _Settings(monkeypatch)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    assert use_host_register()
+    assert settings.calls == [f"expandable_segments:True,{decoding.HOST_REGISTER_SETTINGS}"]
+
+
+def test_the_users_own_pinned_choice_stands(monkeypatch):
+    settings = _Settings(monkeypatch)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "pinned_use_cuda_host_register:False")
+    assert not use_host_register()
+    monkeypatch.setenv("PYTORCH_ALLOC_CONF", "pinned_use_cuda_host_register: True")
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
+    assert use_host_register()
+    assert settings.calls == []
+
+
+def test_no_switch_once_pinned_blocks_exist_or_where_torch_refuses(monkeypatch):
+    """torch frees a block the way the setting says at free time: a block made by
+    cudaHostAlloc must not be freed as a registered one."""
+    settings = _Settings(monkeypatch, blocks=3.0)
+    assert not use_host_register() and settings.calls == []
+    refusing = _Settings(monkeypatch, fails=True)
+    assert not use_host_register() and not decoding._host_register_set
+    assert refusing.calls == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(decoding, "_host_register_set", False)
+    assert not use_host_register()

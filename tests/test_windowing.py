@@ -92,6 +92,28 @@ def test_a_nan_clip_does_not_leak_into_the_next_clip_of_its_batch():
     assert clip1 == [10.0, 20.0]
 
 
+def test_the_device_flags_clips_with_a_non_finite_mean_in_any_layer():
+    """The cache writer relies on these flags instead of scanning every array on the host: a
+    NaN in one layer, and a mean that overflows fp16 (inf after the cast), each mark their own
+    clip only."""
+    pooler = FramePooler([2.0, 2.0, 2.0], frame_rate=1.0, num_layers=2)
+    windows = pooler.windows([0, 1, 2], [0.0, 0.0, 0.0], [2.0, 2.0, 2.0], torch.device("cpu"))
+    fine = torch.ones(3, 2, 1)
+    layer1 = fine.clone()
+    layer1[1, 1, 0] = float("nan")  # clip 1, second frame, second layer
+    layer1[2, 0, 0] = 1e6  # clip 2: finite in fp32, inf in the fp16 cache
+    pooler.add(0, windows, fine)
+    pooler.add(1, windows, layer1)
+    pooled = pooler.finish(torch.float16)
+    pooled.wait()
+    assert pooled.nonfinite_clips() == [1, 2]
+    # all finite: answered from one check, no per-clip scan
+    clean = FramePooler([2.0], frame_rate=1.0, num_layers=1)
+    clean.add(0, clean.windows([0], [0.0], [2.0], torch.device("cpu")), torch.ones(1, 2, 1))
+    done = clean.finish(torch.float16)
+    assert done.finite.tolist() == [True, True] and done.nonfinite_clips() == []
+
+
 def test_output_frame_count():
     assert n_output_frames(30.0, 1.0) == 30
     assert n_output_frames(29.99, 1.0) == 30
