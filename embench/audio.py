@@ -134,12 +134,27 @@ def _truncated(label: str, declared: int, holds: int) -> None:
 
 
 def prepare_waveform(data: np.ndarray, native_sr: int, sample_rate: int, label: str) -> np.ndarray:
-    """Mono-mix ``[samples, channels]`` (or ``[samples]``) audio and resample it."""
+    """Mono-mix ``[samples, channels]`` (or ``[samples]``) audio and resample it.
+
+    A mono file's one column is taken as it is and a stereo file's two are added and halved
+    (``mean(axis=1)`` gives the same numbers but walks each row through a reduction), and the
+    finiteness check sums first: a finite sum of float32
+    audio means every sample is finite, and only a non-finite one (a NaN, an inf, or finite
+    samples near 3e38 that overflow) pays the full check. ``benchmarks/test_decode_speed.py``
+    times both against the former way."""
     if data.ndim == 2:
-        data = data.mean(axis=1)
+        channels = data.shape[1]
+        if channels == 1:
+            data = data[:, 0]
+        elif channels == 2:  # what mean(axis=1) computes, without its per-row reduction
+            data = (data[:, 0] + data[:, 1]) / np.float32(2)
+        else:
+            data = data.mean(axis=1)
     if data.size == 0:
         raise AudioDecodeError(label, "no audio samples (empty or cropped past the end)")
-    if not np.isfinite(data).all():
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow only means "check all"
+        total = data.sum()
+    if not np.isfinite(total) and not np.isfinite(data).all():
         raise AudioDecodeError(label, "audio contains NaN or infinite samples")
     if native_sr != sample_rate:
         import soxr

@@ -88,3 +88,26 @@ def test_nan_audio_is_rejected(tmp_path):
     with pytest.raises(AudioDecodeError, match="NaN"):
         load_audio(tmp_path / "nan.wav", 16000)
 
+
+
+def test_any_non_finite_sample_is_rejected_and_huge_finite_ones_are_not(tmp_path):
+    """The check sums first: an inf in either channel is still found, and finite samples whose
+    float32 sum overflows (a FLOAT file near 3e38) still pass."""
+    stereo = np.zeros((16000, 2), dtype=np.float32)
+    stereo[5, 1] = -np.inf
+    sf.write(tmp_path / "inf.wav", stereo, 16000, subtype="FLOAT")
+    with pytest.raises(AudioDecodeError, match="NaN or infinite"):
+        load_audio(tmp_path / "inf.wav", 16000)
+    huge = np.full(16000, 3e38, dtype=np.float32)
+    sf.write(tmp_path / "huge.wav", huge, 16000, subtype="FLOAT")
+    with np.errstate(over="ignore"):
+        assert np.isinf(huge.sum())
+    assert np.array_equal(load_audio(tmp_path / "huge.wav", 16000), huge)
+
+
+def test_a_mono_file_is_its_own_column(tmp_path):
+    wave = _tone(16000, seconds=1.0)
+    sf.write(tmp_path / "m.wav", wave, 16000, subtype="FLOAT")
+    out = load_audio(tmp_path / "m.wav", 16000)
+    assert out.flags.c_contiguous and out.dtype == np.float32
+    assert np.array_equal(out, wave.astype(np.float32))
