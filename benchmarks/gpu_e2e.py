@@ -1,13 +1,17 @@
 """Where end-to-end extraction time goes on a GPU: one encoder (MERT-95M unless ``--encoder``)
 from 30 s WAV files at two dataset sizes (the difference gives the steady-state rate, the
 intercept the fixed cost of a run) and with pipeline variants (``--no-variants`` skips them):
-one cache writer instead of :data:`embench.extract.CACHE_WRITERS`; the writer scanning every
-array for NaN/inf, as it did before the device flagged them
-(:meth:`embench.windowing.PooledBatch.nonfinite_clips`); both, as the writer was before; and
-Python's GIL switch interval at 1 ms instead of 5 (how long a decode or writer thread
-may wait for the GIL while the main thread launches kernels). Each run prints extract's own
-breakdown of the main thread's time (and, where torch counts it, how much the pinned host
-memory pool grew).
+
+- one cache writer instead of :data:`embench.extract.CACHE_WRITERS`;
+- the writer scanning every array for NaN/inf, as it did before the device flagged them
+  (:meth:`embench.windowing.PooledBatch.nonfinite_clips`), and both, the former writer;
+- Python's GIL switch interval at 1 ms instead of 5 (how long a decode or writer thread may
+  wait for the GIL while the main thread launches kernels: 13,889 and 13,119 audio-s/s against
+  12,920 and 12,649 by default, H200, one run on each of two machines);
+- half the decode threads (fewer threads asking the main thread for the GIL).
+
+Each run prints extract's own breakdown of the main thread's time (and, where torch counts
+it, how much the pinned host memory pool grew).
 Variants measured once and dropped (H200, 1,536 files, against 9,700 audio-s/s by default):
 groups of 8 batches 7,359; twice the decode threads 7,861; two groups read ahead with no byte
 cap 9,074; the clips pinned by the main thread instead of the decode threads 8,327 (and
@@ -104,6 +108,8 @@ def main() -> None:
         sys.setswitchinterval(0.001)
         run(enc, files, root / "gil1ms", device, workers, "GIL switch interval 1 ms")
         sys.setswitchinterval(interval)
+        half = max(1, workers // 2)
+        run(enc, files, root / "half", device, half, f"{half} decode threads")
 
 if __name__ == "__main__":
     main()
