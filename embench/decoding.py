@@ -46,10 +46,10 @@ def read_ahead_clips(group_clips: int, clip_bytes: int, threads: int,
 #: and behind one lock (pytorch#108488); ``malloc`` + ``cudaHostRegister``, with 8 threads
 #: touching the pages first, is torch's alternative. On an H200 VM (2026-11-28), the first
 #: MERT-95M run of a process grew the pool by 576 blocks (2.1 GiB) in 4.9 s of the decode
-#: threads' time by ``cudaHostAlloc`` and in 1.0-1.2 s by ``cudaHostRegister``; CLAP's 450
-#: blocks (3.5 GiB), 10.2 s against 2.0 s. ``benchmarks/gpu.py`` end to end, all four encoders
-#: in one process, with the cache-write changes of the same day: MERT-95M 2,707 -> 9,768
-#: audio-s/s, CLAP 3,036 -> 9,454, the pool's growth 45.6 -> 3.2 s in all.
+#: threads' time by ``cudaHostAlloc`` and in 1.0-1.2 s by ``cudaHostRegister`` (one machine);
+#: CLAP's 3.5 GiB, 10.2 s against 2.0 s (two machines). ``benchmarks/gpu.py`` end to end,
+#: all four encoders in one process, with the cache-write changes of the same day: MERT-95M
+#: 2,707 -> 9,768 audio-s/s, CLAP 3,036 -> 9,454, the pool's growth 45.6 -> 3.2 s in all.
 HOST_REGISTER_SETTINGS = "pinned_use_cuda_host_register:True,pinned_num_register_threads:8"
 _ALLOC_CONF_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
 _host_register_set = False  # this process switched it on
