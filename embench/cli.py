@@ -91,7 +91,7 @@ def run(encoders, tasks, protocol, seeds, device, weights, weights_dir, frame_ra
         output_dir, resume, progress) -> None:
     """Embed each task's audio with each encoder and score it. With no flags: the offline
     toy suite with the melspec baseline."""
-    from embench.extract import resolve_device
+    from embench.devices import resolve_device
     from embench.plugins import get_registry
     from embench.results import RunSpec
     from embench.runner import run as run_spec

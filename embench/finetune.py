@@ -49,9 +49,10 @@ from embench.classification import (
     _percent,
     classification_baselines,
 )
+from embench.devices import default_num_workers
 from embench.encoder import Encoder
 from embench.errors import AudioDecodeError, EmbenchError
-from embench.extract import _as_layers, default_num_workers
+from embench.extract import _as_layers
 from embench.precision import default_for
 from embench.results import ItemScores
 from embench.stats import bootstrap_ci

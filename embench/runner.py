@@ -115,7 +115,7 @@ def run(spec: RunSpec, registry: Registry, *, argv: list[str] | None = None,
     ``resume``: a result from :func:`resumable` and its file; the run keeps its id and file and
     scores only the pairs that file has no result for (``spec`` is then its spec)."""
     from embench import distributed
-    from embench.extract import resolve_device
+    from embench.devices import resolve_device
 
     encoders = [with_windowing(registry.encoder(n), spec.window_s, spec.hop_s)
                 for n in spec.encoders]
