@@ -4,9 +4,10 @@ Files are decoded, resampled and pinned by a pool of threads (:mod:`embench.deco
 main thread cuts windows, batches windows of equal length (audio is never padded), runs the
 encoder under ``inference_mode`` in the run's precision (:mod:`embench.precision`; on CUDA
 bf16 weights, or bf16 autocast for encoders that need fp32 parts), pools every layer onto the
-cache's fixed frame rate and hands finished clips to a background writer that stores them as fp16
-shards. Clips already in the cache are not decoded again, and the encoder's weights are loaded
-only if some clip needs them.
+cache's fixed frame rate and hands finished clips to background writers that store them as
+fp16 shards (clips the device found non-finite are left out and reported). Clips already in
+the cache are not decoded again, and the encoder's weights are loaded only if some clip needs
+them.
 
 On CUDA the device never waits for the host: a group's pooled results come back through pinned
 memory behind an event while the next group is already queued; the batch size is chosen from
