@@ -36,11 +36,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
-from benchmarks.bench_models import write_wavs  # noqa: E402
+from benchmarks.bench_models import scan_then_write, write_wavs  # noqa: E402
 from benchmarks.gpu import CLIP_S, end_to_end  # noqa: E402
 
 
@@ -91,14 +90,7 @@ def main() -> None:
         writers, ex.CACHE_WRITERS = ex.CACHE_WRITERS, 1
         run(enc, files, root / "w1", device, workers, "one cache writer")
         ex.CACHE_WRITERS = writers
-        write = ex._write_shard
-
-        def host_scan(cache, shard):  # the former writer: every array scanned for NaN/inf
-            bad = [cid for cid, (_, layers) in shard.items()
-                   if not all(np.isfinite(a).all() for a in layers)]
-            write(cache, {cid: v for cid, v in shard.items() if cid not in bad})
-
-        ex._write_shard = host_scan
+        write, ex._write_shard = ex._write_shard, scan_then_write
         run(enc, files, root / "scan", device, workers, "finiteness scanned in the writer")
         ex.CACHE_WRITERS = 1
         run(enc, files, root / "before", device, workers,

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from benchmarks.bench_models import scan_then_write
 from embench.cache import CacheKey, EmbeddingCache, _atomic_write
 from embench.extract import _write_shard
 
@@ -23,12 +24,24 @@ CLIPS, LAYERS, FRAMES, DIM, SHARDS = 171, 13, 30, 768, 3
 
 
 @contextmanager
+def _running(work: Callable[[threading.Event], None]):
+    """``work(stop)`` in a second thread for the duration of the block, told to stop after."""
+    stop = threading.Event()
+    thread = threading.Thread(target=work, args=(stop,))
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@contextmanager
 def longest_gil_wait(result: list[float]):
     """Appends to ``result`` the longest gap between the 1 ms naps of a ticking thread."""
-    stop = threading.Event()
     gaps = [0.0]
 
-    def tick() -> None:
+    def tick(stop: threading.Event) -> None:
         last = time.perf_counter()
         while not stop.is_set():
             time.sleep(0.001)
@@ -36,14 +49,16 @@ def longest_gil_wait(result: list[float]):
             gaps[0] = max(gaps[0], now - last - 0.001)
             last = now
 
-    thread = threading.Thread(target=tick)
-    thread.start()
-    try:
+    with _running(tick):
         yield
-    finally:
-        stop.set()
-        thread.join()
-        result.append(gaps[0])
+    result.append(gaps[0])
+
+
+def _shard() -> dict:
+    """One group of MERT-95M clips as extraction hands it to the writer."""
+    rng = np.random.default_rng(0)
+    return {f"clip{c}": (30.0, [rng.standard_normal((FRAMES, DIM)).astype(np.float16)
+                                for _ in range(LAYERS)]) for c in range(CLIPS)}
 
 
 def _cache(root) -> EmbeddingCache:
@@ -84,9 +99,7 @@ def _timed(write: Callable[[], None]) -> tuple[float, float]:
 
 
 def test_write_shard_vs_bytes_then_write(benchmark, tmp_path):
-    rng = np.random.default_rng(0)
-    shard = {f"clip{c}": (30.0, [rng.standard_normal((FRAMES, DIM)).astype(np.float16)
-                                 for _ in range(LAYERS)]) for c in range(CLIPS)}
+    shard = _shard()
     before = _cache(tmp_path / "before")
     old_s, old_wait = _timed(lambda: _bytes_then_write(before, shard))
     cache = _cache(tmp_path / "now")
@@ -102,42 +115,23 @@ def test_write_shard_vs_bytes_then_write(benchmark, tmp_path):
           f"vs {1e3 * old_wait:.0f} ms")
 
 
-@contextmanager
 def busy_python():
     """A thread running Python without a pause, as the thread that launches GPU work does: the
     writer then gets the GIL back only at the switch interval after each call that let it go."""
-    stop = threading.Event()
-
-    def spin() -> None:
+    def spin(stop: threading.Event) -> None:
         while not stop.is_set():
             pass
 
-    thread = threading.Thread(target=spin)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _scan_then_write(cache: EmbeddingCache, shard: dict) -> None:
-    """The writer before the device flagged non-finite clips: ``isfinite`` and ``all`` on every
-    array (each lets the GIL go and waits to get it back), then the same write."""
-    bad = [cid for cid, (_, layers) in shard.items()
-           if not all(np.isfinite(a).all() for a in layers)]
-    _write_shard(cache, {cid: v for cid, v in shard.items() if cid not in bad})
+    return _running(spin)
 
 
 def test_writer_without_the_host_scan_beside_busy_python(benchmark, tmp_path):
     """The writer thread's time per shard while another thread runs Python: writing the clips
     the device found finite (``extract._write_shard``) against scanning every array first."""
-    rng = np.random.default_rng(0)
-    shard = {f"clip{c}": (30.0, [rng.standard_normal((FRAMES, DIM)).astype(np.float16)
-                                 for _ in range(LAYERS)]) for c in range(CLIPS)}
+    shard = _shard()
     before, now = _cache(tmp_path / "before"), _cache(tmp_path / "now")
     with busy_python():
-        old_s, _ = _timed(lambda: _scan_then_write(before, shard))
+        old_s, _ = _timed(lambda: scan_then_write(before, shard))
         new_s, _ = benchmark.pedantic(_timed, args=(lambda: _write_shard(now, shard),),
                                       rounds=1, iterations=1)
     assert len(now.index()) == len(before.index()) == CLIPS
